@@ -1,0 +1,196 @@
+//! The configuration file: what operators write, as serde types that refuse unknown fields.
+//!
+//! These types are never read on the request path. [`crate::registry::Registry::compile`]
+//! validates a [`Config`] and turns it into the runtime registry.
+
+mod duration;
+mod error;
+mod load;
+mod secret;
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use duration::ConfigDuration;
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load_file, parse_yaml};
+pub use secret::{Secret, SecretSource, REDACTED};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway accepts MCP clients.
+    pub listen: Vec<ListenerConfig>,
+    /// The URL clients use to reach the gateway. Resource metadata and rewritten legacy SSE
+    /// endpoints are built from it, never from the request's `Host` header.
+    pub public_url: String,
+    /// The admin listener (health, metrics, redacted config).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// How often upstream host names are resolved again in the background.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: ConfigDuration,
+    /// The registry of MCP servers behind the gateway.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+}
+
+fn default_dns_refresh() -> ConfigDuration {
+    ConfigDuration::secs(30)
+}
+
+/// One listening socket: an address, and TLS when `tls` is given.
+///
+/// Written either as a plain `"host:port"` string or as `{address: …, tls: {…}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind, e.g. `0.0.0.0:8443` or `[::1]:8080`.
+    pub address: String,
+    /// Serve TLS on this listener (HTTP/2 is offered by ALPN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsListenerConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerFields {
+    address: String,
+    #[serde(default)]
+    tls: Option<TlsListenerConfig>,
+}
+
+impl<'de> Deserialize<'de> for ListenerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListenerVisitor;
+        impl<'de> Visitor<'de> for ListenerVisitor {
+            type Value = ListenerConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address like \"0.0.0.0:8443\" or a map with `address` and `tls`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ListenerConfig {
+                    address: v.to_owned(),
+                    tls: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let fields =
+                    ListenerFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ListenerConfig {
+                    address: fields.address,
+                    tls: fields.tls,
+                })
+            }
+        }
+        deserializer.deserialize_any(ListenerVisitor)
+    }
+}
+
+/// TLS for a listener: a PEM certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` of the admin listener.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// When set, `/config` requires `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<SecretSource>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            auth_token: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".to_owned()
+}
+
+/// One MCP server in the registry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Unique name: letters, digits, `-` and `_`. The server is also reachable at
+    /// `/servers/<name>/mcp`.
+    pub name: String,
+    /// Path prefix on the gateway, e.g. `/github`.
+    pub path: String,
+    /// The upstream URL (use `upstreams` for several replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Several upstream replicas with the same path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
+    /// `true` (default): `/github/x` goes to `<upstream path>/x`. `false`: the whole request path
+    /// is appended to the upstream path.
+    #[serde(default = "default_true")]
+    pub strip_prefix: bool,
+    /// Time allowed to open a connection to the upstream.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+    /// Longest silence from the upstream on a request that cannot receive an event stream
+    /// (its `Accept` does not include `text/event-stream`).
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: ConfigDuration,
+    /// Longest silence from the upstream on a request that may receive an event stream (GET SSE,
+    /// and Streamable HTTP POSTs, which accept `text/event-stream`). Keep it well above the
+    /// upstream's keep-alive interval.
+    #[serde(default = "default_stream_idle_timeout")]
+    pub stream_idle_timeout: ConfigDuration,
+    /// TLS towards an `https` upstream.
+    #[serde(default)]
+    pub tls: UpstreamTlsConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration::secs(5)
+}
+fn default_read_timeout() -> ConfigDuration {
+    ConfigDuration::secs(60)
+}
+fn default_stream_idle_timeout() -> ConfigDuration {
+    ConfigDuration::secs(600)
+}
+
+/// TLS settings for `https` upstreams.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Verify the upstream's certificate chain and host name (default `true`).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Server name sent in SNI and verified; defaults to the upstream URL's host.
+    /// (The trusted CA store is the system's, or the Pingora server conf's `ca_file`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+impl Default for UpstreamTlsConfig {
+    fn default() -> Self {
+        Self {
+            verify: true,
+            sni: None,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! What one request carries from phase to phase.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error_body::GatewayError;
+use crate::metrics::NO_SERVER;
+use crate::registry::{McpServer, Registry};
+use crate::routes::RouteMatch;
+use crate::sse_endpoint::EndpointRewriter;
+use crate::upstream::Upstream;
+
+/// Per-request state.
+pub struct RequestCtx {
+    /// When the request arrived.
+    pub started: Instant,
+    /// The registry snapshot this request runs on, start to end.
+    pub registry: Option<Arc<Registry>>,
+    /// The matched route.
+    pub route: Option<RouteMatch>,
+    /// The upstream request target (path and query), computed once.
+    pub target: Option<http::Uri>,
+    /// The client accepts `text/event-stream`, so the response may be a long-lived stream.
+    pub stream_capable: bool,
+    /// Connection attempts made so far.
+    pub attempt: usize,
+    /// The replica of the current attempt.
+    pub upstream: Option<Arc<Upstream>>,
+    /// When the request header went upstream.
+    pub upstream_sent_at: Option<Instant>,
+    /// The response is an event stream (counted in the active-streams gauge).
+    pub is_stream: bool,
+    /// Rewrites the legacy SSE `endpoint` event, on legacy SSE responses.
+    pub rewriter: Option<EndpointRewriter>,
+    /// The error the gateway answered with, if it answered itself.
+    pub error: Option<GatewayError>,
+}
+
+impl RequestCtx {
+    /// A fresh context.
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            registry: None,
+            route: None,
+            target: None,
+            stream_capable: false,
+            attempt: 0,
+            upstream: None,
+            upstream_sent_at: None,
+            is_stream: false,
+            rewriter: None,
+            error: None,
+        }
+    }
+
+    /// The matched server.
+    pub fn server(&self) -> Option<&McpServer> {
+        Some(&self.registry.as_ref()?.servers[self.route?.server])
+    }
+
+    /// The matched server's name, or the label for none.
+    pub fn server_name(&self) -> &str {
+        self.server().map_or(NO_SERVER, |s| &s.name)
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,138 @@
+//! Responses the gateway writes itself, and the mapping of proxy failures onto them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use super::{Gateway, RequestCtx};
+use crate::error_body::{jsonrpc_id, render, BodyShape, GatewayError};
+
+/// The most request body read to find a JSON-RPC id for an error answer.
+const MAX_ID_SCAN: usize = 64 * 1024;
+/// How long the gateway waits for that body before answering with `id: null`.
+const ID_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Writes `error` as the response: a JSON-RPC error carrying the request id for a JSON POST,
+/// plain JSON otherwise.
+pub async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    error: GatewayError,
+) -> Result<()> {
+    ctx.error = Some(error);
+    let shape = if is_json_post(session) {
+        BodyShape::JsonRpc(
+            read_body_prefix(session)
+                .await
+                .as_deref()
+                .and_then(jsonrpc_id),
+        )
+    } else {
+        BodyShape::Plain
+    };
+    let body = render(error, &shape);
+    let mut header = ResponseHeader::build(error.status(), Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+fn is_json_post(session: &Session) -> bool {
+    let req = session.req_header();
+    req.method == http::Method::POST
+        && req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"json").is_some())
+}
+
+/// The start of the request body: what Pingora kept for retries, or, when nothing was read yet,
+/// up to [`MAX_ID_SCAN`] bytes read now. Only ever called on an error path.
+async fn read_body_prefix(session: &mut Session) -> Option<Vec<u8>> {
+    let downstream = session.as_downstream_mut();
+    if let Some(buffered) = downstream.get_retry_buffer() {
+        return (!downstream.retry_buffer_truncated()).then(|| buffered.to_vec());
+    }
+    if downstream.body_bytes_read() > 0 {
+        return None;
+    }
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = downstream.read_request_body().await.ok()? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_ID_SCAN {
+                return None;
+            }
+        }
+        Some(body)
+    };
+    tokio::time::timeout(ID_READ_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Maps a proxy failure to a gateway error (`None` when the client is gone).
+fn classify(e: &Error) -> Option<GatewayError> {
+    let timeout = matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
+    match e.esource() {
+        ErrorSource::Upstream if timeout => Some(GatewayError::UpstreamTimeout),
+        ErrorSource::Upstream => Some(GatewayError::UpstreamUnreachable),
+        ErrorSource::Downstream => match e.etype() {
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+            _ => Some(GatewayError::BadRequest),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => Some(GatewayError::Internal),
+    }
+}
+
+/// Pingora's `fail_to_proxy`: answers with the right status and a JSON body when the response
+/// has not started yet.
+pub async fn fail_to_proxy(
+    gateway: &Gateway,
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut RequestCtx,
+) -> FailToProxy {
+    let error = classify(e);
+    if e.esource() == &ErrorSource::Upstream {
+        let kind = if error == Some(GatewayError::UpstreamTimeout) {
+            "timeout"
+        } else {
+            "protocol"
+        };
+        gateway
+            .metrics
+            .upstream_errors
+            .with_label_values(&[ctx.server_name(), kind])
+            .inc();
+    }
+    let Some(error) = error else {
+        return FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+    };
+    ctx.error = Some(error);
+    if session.response_written().is_none() {
+        if let Err(write_error) = respond(session, ctx, error).await {
+            tracing::debug!("cannot write the error response: {write_error}");
+        }
+    }
+    FailToProxy {
+        error_code: error.status(),
+        can_reuse_downstream: false,
+    }
+}

@@ -1,0 +1,43 @@
+//! `logging`: metrics and one access-log line per request.
+
+use pingora::proxy::Session;
+use pingora::Error;
+
+use super::{Gateway, RequestCtx};
+
+/// Records the finished request.
+pub fn finish(gateway: &Gateway, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    let status = session.response_written().map(|r| r.status).or_else(|| {
+        ctx.error
+            .and_then(|g| http::StatusCode::from_u16(g.status()).ok())
+    });
+    let status_label = status.as_ref().map_or("0", http::StatusCode::as_str);
+    let server = ctx.server_name();
+    let elapsed = ctx.started.elapsed();
+    let metrics = &gateway.metrics;
+    metrics
+        .requests
+        .with_label_values(&[server, status_label])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[server])
+        .observe(elapsed.as_secs_f64());
+    if ctx.is_stream {
+        metrics.active_streams.with_label_values(&[server]).dec();
+    }
+
+    let req = session.req_header();
+    let upstream = ctx.upstream.as_ref().map(|u| u.addr());
+    tracing::info!(
+        target: "portcullis::access",
+        server,
+        method = %req.method,
+        path = req.uri.path(),
+        status = status_label,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        upstream = upstream.map(tracing::field::display),
+        bytes_sent = session.body_bytes_sent(),
+        error = ctx.error.map(|g| g.reason()).or_else(|| e.map(|e| e.etype().as_str())),
+    );
+}

@@ -1,0 +1,120 @@
+//! The Pingora `ProxyHttp` implementation. Each phase lives in its own file and stays thin:
+//! it reads the request context and calls the modules that do the work.
+//!
+//! ```text
+//! request_filter           request.rs   snapshot the registry, refuse bad paths, match the route
+//! upstream_peer            upstream.rs  pick the replica, HttpPeer from a pre-resolved address
+//! upstream_request_filter  upstream.rs  rewrite the target, set Host, strip hop-by-hop headers
+//! response filters         response.rs  pass through; count streams; rewrite the legacy endpoint
+//! fail_to_proxy            errors.rs    JSON (JSON-RPC for MCP POSTs) 502/504 bodies
+//! logging                  logging.rs   metrics and one access-log line
+//! ```
+
+mod context;
+mod errors;
+mod logging;
+mod request;
+mod response;
+mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, Result};
+
+pub use context::RequestCtx;
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// The gateway: the live registry and the metrics every phase reports to.
+pub struct Gateway {
+    registry: Arc<ArcSwap<Registry>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// A gateway serving whatever registry `registry` holds at each request's start.
+    pub fn new(registry: Arc<ArcSwap<Registry>>, metrics: Arc<Metrics>) -> Self {
+        Self { registry, metrics }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        request::route(self, session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        upstream::peer(ctx)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        upstream::connect_failed(self, ctx, e)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream::prepare_request(upstream_request, ctx)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response::headers(self, session, upstream_response, ctx);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        response::body(body, end_of_stream, ctx);
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        errors::fail_to_proxy(self, session, e, ctx).await
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        logging::finish(self, session, e, ctx);
+    }
+}

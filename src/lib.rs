@@ -1,0 +1,17 @@
+//! Portcullis: an MCP gateway on Pingora.
+//!
+//! The request path is in [`gateway`]; what it reads is the compiled [`registry`], built from the
+//! operator's [`config`]. See `DESIGN.md` in the shared folder for the map.
+
+pub mod admin;
+pub mod config;
+pub mod dns;
+pub mod error_body;
+pub mod gateway;
+pub mod headers;
+pub mod metrics;
+pub mod registry;
+pub mod routes;
+pub mod serve;
+pub mod sse_endpoint;
+pub mod upstream;

@@ -1,0 +1,120 @@
+//! The `portcullis` command: `run` the gateway or `check` a configuration.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use portcullis::config::{load_file, ConfigErrors};
+use portcullis::registry::Registry;
+use portcullis::serve::{build_server, ProcessOptions};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "A high-throughput MCP gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The gateway configuration (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Pingora server configuration (threads, pid file, upgrade socket, grace periods).
+        #[arg(short, long)]
+        server_conf: Option<String>,
+        /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+        #[arg(short, long)]
+        upgrade: bool,
+        /// Run in the background.
+        #[arg(short, long)]
+        daemon: bool,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration without starting anything (exit status 1 when invalid).
+    Check {
+        /// The gateway configuration (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn load(path: &Path) -> Result<Registry, ConfigErrors> {
+    let config = load_file(path)?;
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Registry::compile(config, base_dir)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Check { config } => match load(&config) {
+            Ok(registry) => {
+                println!(
+                    "{}: ok ({} servers)",
+                    config.display(),
+                    registry.servers.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{}: invalid configuration", config.display());
+                eprintln!("{errors}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Run {
+            config,
+            server_conf,
+            upgrade,
+            daemon,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let registry = match load(&config) {
+                Ok(registry) => registry,
+                Err(errors) => {
+                    eprintln!("{}: invalid configuration, not starting", config.display());
+                    eprintln!("{errors}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            tracing::info!(config = %config.display(), servers = registry.servers.len(), "starting portcullis");
+            let options = ProcessOptions {
+                upgrade,
+                daemon,
+                server_conf,
+            };
+            let server = build_server(registry, &options).context("cannot start the gateway")?;
+            server.run_forever()
+        }
+    }
+}

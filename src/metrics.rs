@@ -1,0 +1,90 @@
+//! Prometheus metric families, registered once per process and served by the admin listener.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from 100 µs (a cache hit) to 60 s (a slow tool call).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    15.0, 60.0,
+];
+
+/// Label used for requests that matched no server.
+pub const NO_SERVER: &str = "none";
+
+/// All metric families of the gateway.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by server and HTTP status.
+    pub requests: IntCounterVec,
+    /// Whole-request latency by server (until the last byte was sent, streams included).
+    pub request_duration: HistogramVec,
+    /// Time from sending the request upstream to its response header, by server.
+    pub upstream_duration: HistogramVec,
+    /// Upstream failures by server and kind (`connect`, `timeout`, `protocol`).
+    pub upstream_errors: IntCounterVec,
+    /// Event streams open right now, by server.
+    pub active_streams: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("portcullis".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Requests handled, by server and status"),
+            &["server", "status"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Request latency until the response was sent",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["server"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "upstream_response_seconds",
+                "Time from the upstream request to its response header",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["server"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "upstream_errors_total",
+                "Upstream failures, by server and kind",
+            ),
+            &["server", "kind"],
+        )?;
+        let active_streams = IntGaugeVec::new(
+            Opts::new("active_streams", "Event streams currently open, by server"),
+            &["server"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(active_streams.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            active_streams,
+        })
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        // Encoding into a Vec only fails on a malformed family, which `new` cannot build.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}

@@ -1,0 +1,371 @@
+//! Validation: turns a [`Config`] into a [`Registry`], collecting every error with its YAML path.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Listener, McpServer, Registry};
+use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig, ServerConfig};
+use crate::routes::{alias_path, RouteTable};
+use crate::upstream::Upstream;
+
+/// Paths the gateway keeps for itself; no server prefix may claim them.
+const RESERVED_PREFIXES: [&str; 2] = ["/servers", "/.well-known"];
+
+impl Registry {
+    /// Validates `config` and compiles it. Relative file paths are taken from `base_dir` (the
+    /// config file's folder). Upstream host names are resolved here, never per request.
+    pub fn compile(config: Config, base_dir: &Path) -> Result<Registry, ConfigErrors> {
+        let mut errors = Vec::new();
+
+        let listeners = compile_listeners(&config.listen, base_dir, &mut errors);
+        let public_base_path = compile_public_url(&config.public_url, &mut errors);
+
+        let admin_addr = parse_socket_addr(&config.admin.listen, "admin.listen", &mut errors);
+        if let Some(admin) = admin_addr {
+            if listeners.iter().any(|l| l.addr == admin) {
+                errors.push(ConfigError::new(
+                    "admin.listen",
+                    "the admin listener uses the same address as a gateway listener",
+                ));
+            }
+        }
+        let admin_token = config.admin.auth_token.as_ref().and_then(|source| {
+            source
+                .resolve(base_dir)
+                .map_err(|e| errors.push(ConfigError::new("admin.auth_token", e)))
+                .ok()
+        });
+
+        if config.dns_refresh.0 < Duration::from_secs(1) {
+            errors.push(ConfigError::new("dns_refresh", "must be at least 1s"));
+        }
+
+        let mut names = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut servers = Vec::with_capacity(config.servers.len());
+        for (i, server) in config.servers.iter().enumerate() {
+            let at = format!("servers[{i}]");
+            if !is_valid_name(&server.name) {
+                errors.push(
+                    ConfigError::new(
+                        format!("{at}.name"),
+                        format!("invalid server name \"{}\"", server.name),
+                    )
+                    .hint("use letters, digits, '-' and '_' (it appears in /servers/<name>/mcp)"),
+                );
+            } else if !names.insert(server.name.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate server name \"{}\"", server.name),
+                ));
+            }
+            if let Some(prefix) = compile_prefix(&server.path, &format!("{at}.path"), &mut errors) {
+                if !prefixes.insert(prefix.clone()) {
+                    errors.push(ConfigError::new(
+                        format!("{at}.path"),
+                        format!("another server already uses the path \"{}\"", server.path),
+                    ));
+                }
+                if let Some(compiled) = compile_server(server, prefix, &at, &mut errors) {
+                    servers.push(compiled);
+                }
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let routes = RouteTable::new(
+            servers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| [(s.prefix.clone(), i), (alias_path(&s.name), i)]),
+        );
+        Ok(Registry {
+            listeners,
+            admin_addr: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
+            admin_token,
+            public_base_path: public_base_path.unwrap_or_default(),
+            dns_refresh: config.dns_refresh.0,
+            servers,
+            routes,
+            loaded_at: SystemTime::now(),
+            source: Arc::new(config),
+        })
+    }
+}
+
+fn compile_listeners(
+    listen: &[ListenerConfig],
+    base_dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Listener> {
+    if listen.is_empty() {
+        errors.push(
+            ConfigError::new("listen", "at least one listener is required")
+                .hint("listen: [\"127.0.0.1:8080\"]"),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut listeners = Vec::new();
+    for (i, listener) in listen.iter().enumerate() {
+        let at = format!("listen[{i}]");
+        let Some(addr) = parse_socket_addr(&listener.address, &at, errors) else {
+            continue;
+        };
+        if !seen.insert(addr) {
+            errors.push(ConfigError::new(
+                at.clone(),
+                format!("{addr} is listed twice"),
+            ));
+        }
+        let tls = listener.tls.as_ref().and_then(|tls| {
+            let cert = base_dir.join(&tls.cert).to_string_lossy().into_owned();
+            let key = base_dir.join(&tls.key).to_string_lossy().into_owned();
+            match pingora::tls::load_certs_and_key_files(&cert, &key) {
+                Ok(Some(_)) => Some((cert, key)),
+                Ok(None) => {
+                    errors.push(ConfigError::new(format!("{at}.tls"), "no certificate or no private key found in the PEM files")
+                        .hint("cert holds the chain (BEGIN CERTIFICATE), key a PKCS#8, PKCS#1 or SEC1 key"));
+                    None
+                }
+                Err(e) => {
+                    errors.push(ConfigError::new(format!("{at}.tls"), format!("cannot load the certificate or key: {e}")));
+                    None
+                }
+            }
+        });
+        listeners.push(Listener { addr, tls });
+    }
+    listeners
+}
+
+fn parse_socket_addr(text: &str, at: &str, errors: &mut Vec<ConfigError>) -> Option<SocketAddr> {
+    text.parse()
+        .map_err(|_| {
+            errors.push(
+                ConfigError::new(at, format!("\"{text}\" is not an ip:port address"))
+                    .hint("write an IP and a port, like 127.0.0.1:8080 or [::1]:8080"),
+            )
+        })
+        .ok()
+}
+
+fn compile_public_url(text: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let url = match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+        Ok(_) => {
+            errors.push(
+                ConfigError::new("public_url", "must be an http or https URL")
+                    .hint("public_url: https://mcp.example.com"),
+            );
+            return None;
+        }
+        Err(e) => {
+            errors.push(
+                ConfigError::new("public_url", format!("not a valid URL: {e}"))
+                    .hint("public_url: https://mcp.example.com"),
+            );
+            return None;
+        }
+    };
+    if url.query().is_some() || url.fragment().is_some() {
+        errors.push(ConfigError::new(
+            "public_url",
+            "must not have a query string or fragment",
+        ));
+        return None;
+    }
+    Some(url.path().trim_end_matches('/').to_owned())
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A prefix is `/` or `/seg[/seg…]` of unreserved characters, without a trailing `/`.
+fn compile_prefix(path: &str, at: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    if path == "/" {
+        return Some(String::new());
+    }
+    let hint = "a path looks like /github or /tools/search";
+    let well_formed = path.starts_with('/')
+        && !path.ends_with('/')
+        && path[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        });
+    if !well_formed {
+        errors.push(ConfigError::new(at, format!("invalid path \"{path}\"")).hint(hint));
+        return None;
+    }
+    if let Some(reserved) = RESERVED_PREFIXES
+        .iter()
+        .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+    {
+        errors.push(ConfigError::new(
+            at,
+            format!("\"{path}\" is under {reserved}, which the gateway serves itself"),
+        ));
+        return None;
+    }
+    Some(path.to_owned())
+}
+
+fn compile_server(
+    server: &ServerConfig,
+    prefix: String,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<McpServer> {
+    let urls: Vec<(String, &str)> = match (&server.upstream, server.upstreams.is_empty()) {
+        (Some(url), true) => vec![(format!("{at}.upstream"), url.as_str())],
+        (None, false) => server
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(j, u)| (format!("{at}.upstreams[{j}]"), u.as_str()))
+            .collect(),
+        (Some(_), false) => {
+            errors.push(
+                ConfigError::new(at, "both `upstream` and `upstreams` are set")
+                    .hint("use `upstream` for one URL, `upstreams` for replicas"),
+            );
+            return None;
+        }
+        (None, true) => {
+            errors.push(
+                ConfigError::new(at, "no upstream").hint("add `upstream: http://host:port/mcp`"),
+            );
+            return None;
+        }
+    };
+    let before = errors.len();
+    let mut upstreams = Vec::with_capacity(urls.len());
+    for (path, url) in urls {
+        match Upstream::from_url(url, server.tls.sni.as_deref(), server.tls.verify) {
+            Ok(upstream) => upstreams.push(Arc::new(upstream)),
+            Err(e) => errors.push(ConfigError::new(path, e.to_string())),
+        }
+    }
+    if let Some(first) = upstreams.first() {
+        if upstreams.iter().any(|u| u.base_path != first.base_path) {
+            errors.push(ConfigError::new(
+                format!("{at}.upstreams"),
+                "all replicas must have the same path",
+            ));
+        }
+    }
+    for (field, value) in [
+        ("connect_timeout", server.connect_timeout.0),
+        ("read_timeout", server.read_timeout.0),
+        ("stream_idle_timeout", server.stream_idle_timeout.0),
+    ] {
+        if value.is_zero() {
+            errors.push(ConfigError::new(
+                format!("{at}.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    if let Some(sni) = &server.tls.sni {
+        if sni.is_empty()
+            || !sni
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+        {
+            errors.push(ConfigError::new(
+                format!("{at}.tls.sni"),
+                format!("\"{sni}\" is not a host name"),
+            ));
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(McpServer {
+        name: server.name.as_str().into(),
+        prefix,
+        strip_prefix: server.strip_prefix,
+        upstreams,
+        connect_timeout: server.connect_timeout.0,
+        read_timeout: server.read_timeout.0,
+        stream_idle_timeout: server.stream_idle_timeout.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_yaml;
+
+    fn compile(yaml: &str) -> Result<Registry, ConfigErrors> {
+        Registry::compile(parse_yaml(yaml).expect("parses"), Path::new("."))
+    }
+
+    #[test]
+    fn a_good_config_compiles_with_both_routes_per_server() {
+        let r = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: https://mcp.example.com/gw/\nservers:\n  - {name: gh, path: /github, upstream: \"http://127.0.0.1:3001/mcp\"}\n").unwrap();
+        assert_eq!(r.public_base_path, "/gw");
+        assert_eq!(r.route("/github/x").unwrap().1.name.as_ref(), "gh");
+        assert_eq!(r.route("/servers/gh/mcp").unwrap().1.name.as_ref(), "gh");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let err = compile(
+            "listen: [\"nowhere\"]\npublic_url: ftp://x\nservers:\n  - {name: \"a b\", path: github, upstream: \"http://127.0.0.1:1\"}\n  - {name: c, path: /servers/c, upstream: \"gopher://127.0.0.1\"}\n  - {name: d, path: /d}\n  - {name: e, path: /e, upstream: \"http://127.0.0.1:1\", connect_timeout: 0s}\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "listen[0]",
+                "public_url",
+                "servers[0].name",
+                "servers[0].path",
+                "servers[1].path",
+                "servers[2]",
+                "servers[3].connect_timeout"
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_paths_are_refused() {
+        let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nservers:\n  - {name: a, path: /a, upstream: \"http://127.0.0.1:1\"}\n  - {name: a, path: /a, upstream: \"http://127.0.0.1:1\"}\n").unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(err.to_string().contains("duplicate server name"));
+        assert!(err.to_string().contains("already uses the path"));
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_variable() {
+        let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nadmin: {auth_token: \"${env:PORTCULLIS_UNSET_FOR_TEST}\"}\n").unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "admin.auth_token: environment variable PORTCULLIS_UNSET_FOR_TEST is not set"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn replicas_must_share_a_path() {
+        let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nservers:\n  - {name: a, path: /a, upstreams: [\"http://127.0.0.1:1/mcp\", \"http://127.0.0.1:2/other\"]}\n").unwrap_err();
+        assert_eq!(err.0[0].path, "servers[0].upstreams");
+    }
+}

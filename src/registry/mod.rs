@@ -1,0 +1,158 @@
+//! The runtime registry: the compiled, immutable view of a config that the hot path reads.
+//!
+//! A [`Registry`] is built once per config load by [`Registry::compile`], shared through an
+//! `ArcSwap`, and snapshotted once per request, so a reload never changes a request mid-way.
+
+mod compile;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::routes::{RouteMatch, RouteTable};
+use crate::upstream::Upstream;
+
+/// A listener as compiled: the socket address and, for TLS, the certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// `(cert, key)` PEM paths when the listener serves TLS.
+    pub tls: Option<(String, String)>,
+}
+
+/// One MCP server as the hot path sees it.
+#[derive(Debug)]
+pub struct McpServer {
+    /// The configured name (a metric label and a log field).
+    pub name: Arc<str>,
+    /// The gateway path prefix (`""` for a server mounted at `/`).
+    pub prefix: String,
+    /// Strip the matched prefix before appending the rest of the path to the upstream's path.
+    pub strip_prefix: bool,
+    /// Replicas; never empty, all with the same path.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Read timeout for requests that cannot receive an event stream.
+    pub read_timeout: Duration,
+    /// Read timeout for requests that may receive an event stream.
+    pub stream_idle_timeout: Duration,
+}
+
+impl McpServer {
+    /// The replica for the `attempt`-th connection attempt of a request: the first replica
+    /// while it is reachable, the next one after a failed connect. Keeping every request on one
+    /// replica keeps stateful MCP sessions whole; balancing with session affinity replaces this
+    /// when replicas are pooled.
+    pub fn upstream_for_attempt(&self, attempt: usize) -> &Arc<Upstream> {
+        &self.upstreams[attempt % self.upstreams.len()]
+    }
+
+    /// The upstream request target for a request path (and query) that matched this server at
+    /// `prefix_len` bytes.
+    pub fn upstream_target(&self, path: &str, query: Option<&str>, prefix_len: usize) -> String {
+        let rest = if self.strip_prefix {
+            &path[prefix_len..]
+        } else {
+            path
+        };
+        let base = &self.upstreams[0].base_path;
+        let mut target =
+            String::with_capacity(base.len() + rest.len() + 1 + query.map_or(0, |q| q.len() + 1));
+        target.push_str(base);
+        if base.ends_with('/') && rest.starts_with('/') {
+            target.push_str(&rest[1..]);
+        } else {
+            target.push_str(rest);
+        }
+        if target.is_empty() {
+            target.push('/');
+        }
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        target
+    }
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Registry {
+    /// The config it was compiled from (shown, redacted, by the admin `/config`).
+    pub source: Arc<Config>,
+    /// Gateway listeners.
+    pub listeners: Vec<Listener>,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
+    /// Token required by admin `/config`, when set.
+    pub admin_token: Option<crate::config::Secret>,
+    /// Path of `public_url` without a trailing `/` (`""` at the root).
+    pub public_base_path: String,
+    /// Interval of background DNS refresh.
+    pub dns_refresh: Duration,
+    /// Servers, indexed by [`RouteMatch::server`].
+    pub servers: Vec<McpServer>,
+    routes: RouteTable,
+    /// When this registry was compiled.
+    pub loaded_at: SystemTime,
+}
+
+impl Registry {
+    /// The server and match for a request path.
+    pub fn route(&self, path: &str) -> Option<(RouteMatch, &McpServer)> {
+        let m = self.routes.find(path)?;
+        Some((m, &self.servers[m.server]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(upstream: &str, strip_prefix: bool) -> McpServer {
+        McpServer {
+            name: "s".into(),
+            prefix: "/gh".into(),
+            strip_prefix,
+            upstreams: vec![Arc::new(Upstream::from_url(upstream, None, true).unwrap())],
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            stream_idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_prefix_is_mapped_onto_the_upstream_path() {
+        let s = server("http://127.0.0.1:1/mcp", true);
+        assert_eq!(s.upstream_target("/gh", None, 3), "/mcp");
+        assert_eq!(s.upstream_target("/gh/sse", Some("a=1"), 3), "/mcp/sse?a=1");
+        let root = server("http://127.0.0.1:1/", true);
+        assert_eq!(root.upstream_target("/gh", None, 3), "/");
+        assert_eq!(
+            root.upstream_target("/gh/message", Some("sessionId=x"), 3),
+            "/message?sessionId=x"
+        );
+        let slash = server("http://127.0.0.1:1/api/", true);
+        assert_eq!(slash.upstream_target("/gh/x", None, 3), "/api/x");
+    }
+
+    #[test]
+    fn without_stripping_the_whole_path_is_kept() {
+        let s = server("http://127.0.0.1:1", false);
+        assert_eq!(s.upstream_target("/gh/mcp", None, 3), "/gh/mcp");
+    }
+
+    #[test]
+    fn a_failed_connect_moves_to_the_next_replica() {
+        let mut s = server("http://127.0.0.1:1", true);
+        s.upstreams.push(Arc::new(
+            Upstream::from_url("http://127.0.0.1:2", None, true).unwrap(),
+        ));
+        assert_eq!(s.upstream_for_attempt(0).port, 1);
+        assert_eq!(s.upstream_for_attempt(1).port, 2);
+        assert_eq!(s.upstream_for_attempt(2).port, 1);
+    }
+}

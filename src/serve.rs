@@ -1,0 +1,107 @@
+//! Assembles the Pingora server from a compiled registry: the proxy service on every listener,
+//! the admin listener, and the background DNS refresh.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::dns::DnsRefresher;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Why the server could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The Pingora server configuration could not be read.
+    #[error("pingora server configuration: {0}")]
+    ServerConf(String),
+    /// A TLS listener could not be set up.
+    #[error("TLS listener {addr}: {message}")]
+    Tls {
+        /// The listener.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// Metric families could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Process-level options from the command line.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessOptions {
+    /// Take the listening sockets over from a running instance (zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Run in the background.
+    pub daemon: bool,
+    /// Pingora server configuration file (threads, pid file, upgrade socket, grace periods…).
+    pub server_conf: Option<String>,
+}
+
+/// Builds the Pingora server for `registry`; call `run_forever` on the result.
+pub fn build_server(registry: Registry, options: &ProcessOptions) -> Result<Server, ServeError> {
+    let opt = Opt {
+        upgrade: options.upgrade,
+        daemon: options.daemon,
+        conf: options.server_conf.clone(),
+        ..Opt::default()
+    };
+    let conf = match &options.server_conf {
+        Some(path) => ServerConf::load_yaml_with_opt_override(&opt)
+            .map_err(|e| ServeError::ServerConf(format!("{path}: {e}")))?,
+        None => ServerConf {
+            daemon: options.daemon,
+            ..ServerConf::default()
+        },
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let listeners = registry.listeners.clone();
+    let admin_addr = registry.admin_addr;
+    let registry = Arc::new(ArcSwap::from_pointee(registry));
+    let metrics = Arc::new(Metrics::new()?);
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(registry.clone(), metrics.clone()),
+        "portcullis",
+    );
+    for listener in &listeners {
+        let addr = listener.addr.to_string();
+        match &listener.tls {
+            None => proxy.add_tcp(&addr),
+            Some((cert, key)) => {
+                let mut tls =
+                    TlsSettings::intermediate(cert, key).map_err(|e| ServeError::Tls {
+                        addr: addr.clone(),
+                        message: e.to_string(),
+                    })?;
+                tls.enable_h2();
+                proxy.add_tls_with_settings(&addr, None, tls);
+            }
+        }
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new(
+        "portcullis-admin".to_owned(),
+        AdminApp::new(registry.clone(), metrics),
+    );
+    admin.add_tcp(&admin_addr.to_string());
+    server.add_service(admin);
+
+    server.add_service(background_service(
+        "portcullis-dns",
+        DnsRefresher::new(registry),
+    ));
+    Ok(server)
+}

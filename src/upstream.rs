@@ -1,0 +1,193 @@
+//! Upstream MCP servers as the hot path sees them: pre-resolved addresses, the `Host` header
+//! and TLS settings, all computed when the config loads.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+/// One upstream replica of an MCP server.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The URL as configured (no credentials, query or fragment).
+    pub url: String,
+    /// `true` for `https`.
+    pub tls: bool,
+    /// Host name or IP literal from the URL.
+    pub host: String,
+    /// Port, explicit or the scheme's default.
+    pub port: u16,
+    /// Name sent in SNI and verified against the certificate.
+    pub sni: String,
+    /// Verify the upstream certificate and host name.
+    pub verify_tls: bool,
+    /// Path of the URL without a trailing `/`; `""` for the root.
+    pub base_path: String,
+    /// The `Host` header sent upstream (`host[:port]` as in the URL).
+    pub host_header: HeaderValue,
+    /// Addresses the host resolved to; refreshed in the background, never empty.
+    addrs: ArcSwap<Vec<SocketAddr>>,
+}
+
+/// Why an upstream URL cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamUrlError {
+    /// Not a URL at all.
+    #[error("not a valid URL: {0}")]
+    Invalid(String),
+    /// A scheme other than http or https.
+    #[error("unsupported scheme \"{0}\"")]
+    Scheme(String),
+    /// `user:password@` in the URL.
+    #[error("credentials in the URL are not allowed")]
+    Credentials,
+    /// A query string or fragment.
+    #[error("a query string or fragment is not allowed in an upstream URL")]
+    QueryOrFragment,
+    /// The host name does not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+}
+
+impl Upstream {
+    /// Parses an upstream URL and resolves its host (blocking; only called while loading).
+    pub fn from_url(
+        text: &str,
+        sni: Option<&str>,
+        verify_tls: bool,
+    ) -> Result<Self, UpstreamUrlError> {
+        let url = url::Url::parse(text).map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?;
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => return Err(UpstreamUrlError::Scheme(other.to_owned())),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UpstreamUrlError::Credentials);
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(UpstreamUrlError::QueryOrFragment);
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| UpstreamUrlError::Invalid("no host".into()))?
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| UpstreamUrlError::Invalid("no port".into()))?;
+        let addrs = resolve(&url)?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        let host_header = HeaderValue::from_str(&authority)
+            .map_err(|_| UpstreamUrlError::Invalid("host is not a valid header value".into()))?;
+        let base_path = match url.path() {
+            "/" => String::new(),
+            path => path.to_owned(),
+        };
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Self {
+            url: url.to_string(),
+            tls,
+            sni: sni.map_or_else(|| bare_host.clone(), str::to_owned),
+            host: bare_host,
+            port,
+            verify_tls,
+            base_path,
+            host_header,
+            addrs: ArcSwap::from_pointee(addrs),
+        })
+    }
+
+    /// The address to connect to now.
+    pub fn addr(&self) -> SocketAddr {
+        // `addrs` is never empty: it is built from a successful resolution and only replaced by one.
+        self.addrs.load()[0]
+    }
+
+    /// Replaces the resolved addresses (ignored when empty).
+    pub fn set_addrs(&self, addrs: Vec<SocketAddr>) {
+        if !addrs.is_empty() && **self.addrs.load() != addrs {
+            self.addrs.store(Arc::new(addrs));
+        }
+    }
+
+    /// True when the host is a name that needs resolving (not an IP literal).
+    pub fn needs_dns(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_err()
+    }
+
+    /// True when `url` points at this upstream's origin (scheme, host and port).
+    pub fn is_same_origin(&self, url: &url::Url) -> bool {
+        url.scheme() == if self.tls { "https" } else { "http" }
+            && url
+                .host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                == Some(self.host.as_str())
+            && url.port_or_known_default() == Some(self.port)
+    }
+}
+
+fn resolve(url: &url::Url) -> Result<Vec<SocketAddr>, UpstreamUrlError> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
+        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
+        Some(url::Host::Domain(name)) => (name, port)
+            .to_socket_addrs()
+            .map_err(|e| UpstreamUrlError::Resolve(format!("{name}: {e}")))?
+            .collect(),
+        None => return Err(UpstreamUrlError::Invalid("no host".into())),
+    };
+    if addrs.is_empty() {
+        return Err(UpstreamUrlError::Resolve(
+            url.host_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ip_url_is_taken_apart_without_dns() {
+        let u = Upstream::from_url("http://127.0.0.1:3001/mcp", None, true).unwrap();
+        assert!(!u.tls && !u.needs_dns());
+        assert_eq!(u.addr(), "127.0.0.1:3001".parse().unwrap());
+        assert_eq!(u.base_path, "/mcp");
+        assert_eq!(u.host_header, "127.0.0.1:3001");
+    }
+
+    #[test]
+    fn https_defaults_to_port_443_and_the_host_as_sni() {
+        let u = Upstream::from_url("https://[::1]", None, true).unwrap();
+        assert_eq!(u.port, 443);
+        assert_eq!(u.sni, "::1");
+        assert_eq!(u.base_path, "");
+        assert_eq!(u.host_header, "[::1]");
+        assert!(u.is_same_origin(&url::Url::parse("https://[::1]:443/x").unwrap()));
+        assert!(!u.is_same_origin(&url::Url::parse("http://[::1]:443/x").unwrap()));
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_with_a_reason() {
+        let err = |u| Upstream::from_url(u, None, true).unwrap_err();
+        assert_eq!(
+            err("ftp://127.0.0.1/"),
+            UpstreamUrlError::Scheme("ftp".into())
+        );
+        assert_eq!(err("http://u:p@127.0.0.1/"), UpstreamUrlError::Credentials);
+        assert_eq!(
+            err("http://127.0.0.1/?a=b"),
+            UpstreamUrlError::QueryOrFragment
+        );
+        assert!(matches!(err("not a url"), UpstreamUrlError::Invalid(_)));
+    }
+}
