@@ -1,0 +1,142 @@
+//! Runs the real `portcullis` binary for a test and stops it when the test ends.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// A running gateway; killed (by its own process id) when dropped.
+pub struct Gateway {
+    child: Child,
+    /// Gateway listener port on 127.0.0.1.
+    pub port: u16,
+    /// Admin listener port on 127.0.0.1.
+    pub admin_port: u16,
+    /// Folder holding the config and the captured log.
+    pub dir: tempfile::TempDir,
+}
+
+/// Path of the gateway binary built by cargo for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+/// Makes the child die with the test process, even when the test runner is killed.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+impl Gateway {
+    /// Starts a gateway whose config is `servers_yaml` (the `servers:` list and anything else
+    /// after it) under generated `listen`, `public_url` and `admin` sections.
+    pub fn start(servers_yaml: &str) -> Self {
+        let port = free_port();
+        let admin_port = free_port();
+        let yaml = format!(
+            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\n{servers_yaml}"
+        );
+        Self::start_with_config(&yaml, port, admin_port, &[])
+    }
+
+    /// Starts a gateway on a complete config text; `port` and `admin_port` must match it.
+    pub fn start_with_config(yaml: &str, port: u16, admin_port: u16, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("portcullis.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
+        let mut command = Command::new(binary());
+        command
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("PORTCULLIS_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log);
+        die_with_parent(&mut command);
+        let child = command.spawn().expect("spawn portcullis");
+        let mut gateway = Self {
+            child,
+            port,
+            admin_port,
+            dir,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited early ({status}):\n{}", self.log());
+            }
+            let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+            if up(self.port) && up(self.admin_port) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:<admin_port><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// The config file path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis.yaml")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `portcullis check -c <path>`.
+pub fn check(path: &Path) -> Output {
+    Command::new(binary())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run portcullis check")
+}
+
+/// Runs `portcullis run -c <path>` and expects it to refuse to start; returns its output.
+pub fn run_expecting_refusal(path: &Path) -> Output {
+    let mut command = Command::new(binary());
+    command
+        .args(["run", "-c"])
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let child = command.spawn().expect("spawn portcullis");
+    child.wait_with_output().expect("portcullis output")
+}
