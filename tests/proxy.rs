@@ -217,6 +217,18 @@ async fn an_sse_event_reaches_the_client_while_the_upstream_stream_is_open() {
     // proxy would never deliver it and this read would fail.
     read_until(&mut response, &mut seen, "\"first\":true").await;
     assert!(!seen.contains("second"));
+    let metrics = client()
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"portcullis_active_streams{server="gh"} 1"#),
+        "{metrics}"
+    );
     upstream.release();
     read_until(&mut response, &mut seen, "\"second\":true").await;
     assert_eq!(seen, "id: 1\nevent: message\ndata: {\"first\":true}\n\nid: 2\nevent: message\ndata: {\"second\":true}\n\n");

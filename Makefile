@@ -1,0 +1,30 @@
+# Portcullis: `make run` starts the gateway on conf/portcullis.yaml with the demo MCP upstream;
+# `make test` runs every check CI runs. Both install what they need on a fresh machine.
+
+.PHONY: run test system-deps lint unit e2e bench-build
+
+# pingora-core builds zlib-ng with cmake.
+system-deps:
+	@command -v cmake >/dev/null 2>&1 || { \
+	  echo "installing cmake (needed to build pingora-core)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq cmake >/dev/null; }
+
+run: system-deps
+	cargo build --release --bin portcullis --bin mock-mcp
+	scripts/run-demo
+
+lint: system-deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+unit: system-deps
+	cargo test --all-targets
+
+bench-build: system-deps
+	cargo bench --no-run
+
+e2e: system-deps
+	tests/e2e/run
+
+test: lint unit bench-build e2e
