@@ -43,10 +43,7 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
 
 fn answer(message: &Value) -> Option<Value> {
     let id = message.get("id")?;
-    let method = message
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let method = message.get("method").and_then(Value::as_str).unwrap_or_default();
     Some(match method {
         "initialize" => rpc_result(
             id,
@@ -66,14 +63,9 @@ fn answer(message: &Value) -> Option<Value> {
             }]}),
         ),
         "tools/call" if message.pointer("/params/name") == Some(&json!("echo")) => {
-            let text = message
-                .pointer("/params/arguments/message")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            rpc_result(
-                id,
-                json!({"content": [{"type": "text", "text": format!("Echo: {text}")}]}),
-            )
+            let text =
+                message.pointer("/params/arguments/message").and_then(Value::as_str).unwrap_or_default();
+            rpc_result(id, json!({"content": [{"type": "text", "text": format!("Echo: {text}")}]}))
         }
         "tools/call" => rpc_error(id, -32602, "unknown tool"),
         _ => rpc_error(id, -32601, "method not found"),
@@ -105,9 +97,7 @@ async fn post_mcp(req: Request<Incoming>) -> Response<Body> {
 }
 
 fn now_micros() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())
 }
 
 fn events(req: &Request<Incoming>) -> Response<Body> {
@@ -132,10 +122,8 @@ fn events(req: &Request<Incoming>) -> Response<Body> {
         if !interval.is_zero() && i > 0 {
             tokio::time::sleep(interval).await;
         }
-        let event = format!(
-            "event: message\nid: {i}\ndata: {{\"seq\":{i},\"sent_us\":{}}}\n\n",
-            now_micros()
-        );
+        let event =
+            format!("event: message\nid: {i}\ndata: {{\"seq\":{i},\"sent_us\":{}}}\n\n", now_micros());
         Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), i + 1))
     });
     Response::builder()
@@ -148,11 +136,7 @@ fn events(req: &Request<Incoming>) -> Response<Body> {
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
         (&Method::POST, "/mcp") => post_mcp(req).await,
-        (&Method::GET, "/mcp") => full(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "no GET stream",
-        ),
+        (&Method::GET, "/mcp") => full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "no GET stream"),
         (&Method::DELETE, "/mcp") => full(StatusCode::OK, "text/plain", ""),
         (&Method::GET, "/events") => events(&req),
         _ => full(StatusCode::NOT_FOUND, "text/plain", "not found"),
@@ -160,19 +144,11 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3001".to_owned())
-        .parse()
-        .map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("listen address: {e}"),
-            )
+    let addr: SocketAddr =
+        std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3001".to_owned()).parse().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen address: {e}"))
         })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!("mock MCP server listening on http://{addr}/mcp");

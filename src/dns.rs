@@ -1,4 +1,5 @@
-//! Background re-resolution of upstream host names, so the request path never resolves DNS.
+//! Background work for the request path: re-resolving upstream host names (so requests never
+//! resolve DNS) and warming the identity providers' key sets at start.
 
 use std::sync::Arc;
 
@@ -22,12 +23,7 @@ impl DnsRefresher {
 
     async fn refresh_once(&self) {
         let registry = self.registry.load_full();
-        for upstream in registry
-            .servers
-            .iter()
-            .flat_map(|s| &s.upstreams)
-            .filter(|u| u.needs_dns())
-        {
+        for upstream in registry.servers.iter().flat_map(|s| &s.upstreams).filter(|u| u.needs_dns()) {
             match tokio::net::lookup_host((upstream.host.as_str(), upstream.port)).await {
                 Ok(addrs) => upstream.set_addrs(addrs.collect()),
                 // Keep the last good addresses: a resolver hiccup must not take a server down.
@@ -39,9 +35,19 @@ impl DnsRefresher {
     }
 }
 
+/// Fetches every remote key set once at start, so the first requests do not wait for it.
+async fn warm_jwks(registry: &Registry) {
+    for provider in registry.providers.values() {
+        if let Some(remote) = provider.remote_keys() {
+            remote.warm().await;
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for DnsRefresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        warm_jwks(&self.registry.load_full()).await;
         loop {
             let period = self.registry.load().dns_refresh;
             tokio::select! {

@@ -4,6 +4,8 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::agent_auth::JwtRejection;
+
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayError {
@@ -19,6 +21,20 @@ pub enum GatewayError {
     BadRequest,
     /// The gateway failed internally (500).
     Internal,
+    /// The `Origin` (or, on a loopback listener, the `Host`) is not allowed (403).
+    OriginDenied,
+    /// No bearer token where one is required (401).
+    MissingToken,
+    /// The bearer token failed verification (401).
+    InvalidToken(JwtRejection),
+    /// The token lacks a required scope (403).
+    InsufficientScope,
+    /// An access token was sent in the query string (400).
+    TokenInQuery,
+    /// The trusted proxy named no user (401).
+    MissingUser,
+    /// Authentication cannot be done right now: the identity provider's keys are unavailable (503).
+    AuthUnavailable,
 }
 
 impl GatewayError {
@@ -26,8 +42,11 @@ impl GatewayError {
     pub fn status(self) -> u16 {
         match self {
             Self::UnknownRoute => 404,
-            Self::BadPath | Self::BadRequest => 400,
+            Self::BadPath | Self::BadRequest | Self::TokenInQuery => 400,
+            Self::MissingToken | Self::InvalidToken(_) | Self::MissingUser => 401,
+            Self::OriginDenied | Self::InsufficientScope => 403,
             Self::UpstreamUnreachable => 502,
+            Self::AuthUnavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
         }
@@ -42,6 +61,13 @@ impl GatewayError {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::BadRequest => "bad_request",
             Self::Internal => "internal_error",
+            Self::OriginDenied => "origin_not_allowed",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::TokenInQuery => "token_in_query",
+            Self::MissingUser => "missing_user",
+            Self::AuthUnavailable => "auth_unavailable",
         }
     }
 
@@ -54,6 +80,13 @@ impl GatewayError {
             Self::UpstreamTimeout => "the MCP server did not answer in time",
             Self::BadRequest => "the request could not be read",
             Self::Internal => "the gateway failed to handle the request",
+            Self::OriginDenied => "this origin may not call this MCP server",
+            Self::MissingToken => "a bearer access token is required",
+            Self::InvalidToken(rejection) => rejection.description(),
+            Self::InsufficientScope => "the access token lacks a scope this MCP server requires",
+            Self::TokenInQuery => "access tokens are accepted in the Authorization header only",
+            Self::MissingUser => "the authenticating proxy did not name a user",
+            Self::AuthUnavailable => "authentication is unavailable: the identity provider cannot be reached",
         }
     }
 }
@@ -105,10 +138,7 @@ pub enum BodyShape {
 pub fn render(error: GatewayError, shape: &BodyShape) -> Vec<u8> {
     let rendered = match shape {
         BodyShape::Plain => serde_json::to_vec(&PlainBody {
-            error: PlainError {
-                code: error.reason(),
-                message: error.message(),
-            },
+            error: PlainError { code: error.reason(), message: error.message() },
         }),
         BodyShape::JsonRpc(id) => {
             let null = RawValue::NULL;
@@ -118,10 +148,7 @@ pub fn render(error: GatewayError, shape: &BodyShape) -> Vec<u8> {
                 error: RpcError {
                     code: JSONRPC_GATEWAY_ERROR,
                     message: error.message(),
-                    data: RpcErrorData {
-                        status: error.status(),
-                        reason: error.reason(),
-                    },
+                    data: RpcErrorData { status: error.status(), reason: error.reason() },
                 },
             })
         }
@@ -157,15 +184,9 @@ mod tests {
         for id in [r#""abc-1""#, "42", "-7", "1.5e3"] {
             let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
             let parsed = jsonrpc_id(body.as_bytes()).unwrap();
-            let rendered = render(
-                GatewayError::UpstreamTimeout,
-                &BodyShape::JsonRpc(Some(parsed)),
-            );
+            let rendered = render(GatewayError::UpstreamTimeout, &BodyShape::JsonRpc(Some(parsed)));
             let v: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
-            assert_eq!(
-                v["id"],
-                serde_json::from_str::<serde_json::Value>(id).unwrap()
-            );
+            assert_eq!(v["id"], serde_json::from_str::<serde_json::Value>(id).unwrap());
             assert_eq!(v["error"]["code"], JSONRPC_GATEWAY_ERROR);
             assert_eq!(v["error"]["data"]["status"], 504);
         }
@@ -177,11 +198,8 @@ mod tests {
         assert!(jsonrpc_id(br#"[{"jsonrpc":"2.0","id":1}]"#).is_none());
         assert!(jsonrpc_id(br#"{"id":{"nested":1}}"#).is_none());
         assert!(jsonrpc_id(b"not json").is_none());
-        let v: serde_json::Value = serde_json::from_slice(&render(
-            GatewayError::UnknownRoute,
-            &BodyShape::JsonRpc(None),
-        ))
-        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(GatewayError::UnknownRoute, &BodyShape::JsonRpc(None))).unwrap();
         assert!(v["id"].is_null());
     }
 }

@@ -1,17 +1,73 @@
 //! What the gateway removes from a request before it goes upstream.
+//!
+//! Always: hop-by-hop headers, the caller's credentials (`authorization`, `proxy-authorization`,
+//! `cookie`, `x-upstream-authorization`) and trusted-proxy user headers; the inbound token never
+//! reaches an upstream unless an outbound setting puts it back on purpose. Plus each server's
+//! `restricted_headers` globs.
 
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use http::HeaderName;
 use pingora::http::RequestHeader;
+
+use crate::config::DEFAULT_USER_HEADER;
+
+/// Credential headers removed from every request.
+const SENSITIVE: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "x-upstream-authorization"];
+
+/// What one server strips from inbound requests, compiled once per config.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    always: Vec<HeaderName>,
+    restricted: Option<GlobSet>,
+}
+
+impl HeaderPolicy {
+    /// The policy for a server: the always-stripped set, its trusted-proxy header if it has one,
+    /// and its `restricted_headers` globs (case-insensitive). Returns the first bad glob.
+    pub fn new(proxy_header: Option<&HeaderName>, restricted: &[String]) -> Result<Self, (usize, String)> {
+        let mut always: Vec<HeaderName> =
+            SENSITIVE.iter().chain(&[DEFAULT_USER_HEADER]).map(|h| HeaderName::from_static(h)).collect();
+        if let Some(header) = proxy_header {
+            if !always.contains(header) {
+                always.push(header.clone());
+            }
+        }
+        let restricted = if restricted.is_empty() {
+            None
+        } else {
+            let mut set = GlobSetBuilder::new();
+            for (i, pattern) in restricted.iter().enumerate() {
+                let glob = GlobBuilder::new(pattern)
+                    .case_insensitive(true)
+                    .literal_separator(false)
+                    .build()
+                    .map_err(|e| (i, e.to_string()))?;
+                set.add(glob);
+            }
+            Some(set.build().map_err(|e| (0, e.to_string()))?)
+        };
+        Ok(Self { always, restricted })
+    }
+
+    /// Removes every header the policy names, and the hop-by-hop headers.
+    pub fn apply(&self, request: &mut RequestHeader) {
+        strip_hop_by_hop(request);
+        for name in &self.always {
+            request.remove_header(name);
+        }
+        if let Some(restricted) = &self.restricted {
+            let matched: Vec<HeaderName> =
+                request.headers.keys().filter(|name| restricted.is_match(name.as_str())).cloned().collect();
+            for name in matched {
+                request.remove_header(&name);
+            }
+        }
+    }
+}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded.
 /// `transfer-encoding` is left to Pingora, which frames the upstream body itself.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
+const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
 
 /// Removes hop-by-hop headers, including any header the `Connection` header names.
 pub fn strip_hop_by_hop(request: &mut RequestHeader) {
@@ -37,6 +93,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_proxy_users_and_restricted_globs_are_stripped() {
+        let policy = HeaderPolicy::new(
+            Some(&HeaderName::from_static("x-remote-user")),
+            &["x-internal-*".into(), "X-Debug".into()],
+        )
+        .unwrap();
+        let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
+        for (k, v) in [
+            ("authorization", "Bearer inbound"),
+            ("proxy-authorization", "Basic x"),
+            ("cookie", "session=1"),
+            ("x-upstream-authorization", "Bearer one-time"),
+            ("x-authenticated-user", "mallory"),
+            ("x-remote-user", "mallory"),
+            ("X-Internal-Tenant", "7"),
+            ("x-debug", "1"),
+            ("x-internalish", "kept"),
+            ("mcp-session-id", "s"),
+        ] {
+            req.append_header(k, v).unwrap();
+        }
+        policy.apply(&mut req);
+        let mut left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["mcp-session-id", "x-internalish"]);
+    }
+
+    #[test]
+    fn a_bad_glob_is_reported_with_its_index() {
+        assert_eq!(HeaderPolicy::new(None, &["ok-*".into(), "[unclosed".into()]).unwrap_err().0, 1);
+    }
+
+    #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
         for (k, v) in [
@@ -58,8 +147,7 @@ mod tests {
     #[test]
     fn connection_cannot_name_the_framing_headers() {
         let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
-        req.insert_header("connection", "content-length, transfer-encoding")
-            .unwrap();
+        req.insert_header("connection", "content-length, transfer-encoding").unwrap();
         req.insert_header("content-length", "2").unwrap();
         strip_hop_by_hop(&mut req);
         assert!(req.headers.get("content-length").is_some());

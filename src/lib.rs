@@ -4,12 +4,15 @@
 //! operator's [`config`]. See `DESIGN.md` in the shared folder for the map.
 
 pub mod admin;
+pub mod agent_auth;
 pub mod config;
 pub mod dns;
 pub mod error_body;
 pub mod gateway;
 pub mod headers;
+pub mod identity;
 pub mod metrics;
+pub mod origin;
 pub mod registry;
 pub mod routes;
 pub mod serve;

@@ -54,10 +54,7 @@ enum LogFormat {
 
 fn load(path: &Path) -> Result<Registry, ConfigErrors> {
     let config = load_file(path)?;
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     Registry::compile(config, base_dir)
 }
 
@@ -78,11 +75,10 @@ fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Check { config } => match load(&config) {
             Ok(registry) => {
-                println!(
-                    "{}: ok ({} servers)",
-                    config.display(),
-                    registry.servers.len()
-                );
+                for warning in &registry.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                println!("{}: ok ({} servers)", config.display(), registry.servers.len());
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -91,13 +87,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Run {
-            config,
-            server_conf,
-            upgrade,
-            daemon,
-            log_format,
-        } => {
+        Command::Run { config, server_conf, upgrade, daemon, log_format } => {
             init_logging(log_format);
             let registry = match load(&config) {
                 Ok(registry) => registry,
@@ -107,12 +97,11 @@ fn main() -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            for warning in &registry.warnings {
+                tracing::warn!("{warning}");
+            }
             tracing::info!(config = %config.display(), servers = registry.servers.len(), "starting portcullis");
-            let options = ProcessOptions {
-                upgrade,
-                daemon,
-                server_conf,
-            };
+            let options = ProcessOptions { upgrade, daemon, server_conf };
             let server = build_server(registry, &options).context("cannot start the gateway")?;
             server.run_forever()
         }

@@ -5,10 +5,8 @@ use prometheus::{
 };
 
 /// Latency buckets in seconds, from 100 µs (a cache hit) to 60 s (a slow tool call).
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-    15.0, 60.0,
-];
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0, 60.0];
 
 /// Label used for requests that matched no server.
 pub const NO_SERVER: &str = "none";
@@ -26,22 +24,32 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Event streams open right now, by server.
     pub active_streams: IntGaugeVec,
+    /// Agent authentication outcomes by server, mode and result (`ok` or the refusal reason).
+    pub auth_outcomes: IntCounterVec,
+    /// JWKS fetches by provider and result.
+    pub jwks_fetches: IntCounterVec,
+    /// JWKS fetch latency by provider.
+    pub jwks_fetch_duration: HistogramVec,
 }
 
+static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+
 impl Metrics {
-    /// Creates and registers every family.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// The process's metrics, registered on first use.
+    pub fn global() -> &'static Metrics {
+        // Registering fixed, distinct families on a fresh registry cannot fail.
+        GLOBAL.get_or_init(|| Metrics::new().expect("metric families register on a fresh registry"))
+    }
+
+    fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("portcullis".into()), None)?;
         let requests = IntCounterVec::new(
             Opts::new("requests_total", "Requests handled, by server and status"),
             &["server", "status"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "request_duration_seconds",
-                "Request latency until the response was sent",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("request_duration_seconds", "Request latency until the response was sent")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["server"],
         )?;
         let upstream_duration = HistogramVec::new(
@@ -53,16 +61,28 @@ impl Metrics {
             &["server"],
         )?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "upstream_errors_total",
-                "Upstream failures, by server and kind",
-            ),
+            Opts::new("upstream_errors_total", "Upstream failures, by server and kind"),
             &["server", "kind"],
         )?;
         let active_streams = IntGaugeVec::new(
             Opts::new("active_streams", "Event streams currently open, by server"),
             &["server"],
         )?;
+        let auth_outcomes = IntCounterVec::new(
+            Opts::new("auth_outcomes_total", "Agent authentication outcomes, by server, mode and result"),
+            &["server", "mode", "result"],
+        )?;
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new("jwks_fetches_total", "JWKS fetches, by provider and result"),
+            &["provider", "result"],
+        )?;
+        let jwks_fetch_duration = HistogramVec::new(
+            HistogramOpts::new("jwks_fetch_seconds", "JWKS fetch latency").buckets(LATENCY_BUCKETS.to_vec()),
+            &["provider"],
+        )?;
+        registry.register(Box::new(auth_outcomes.clone()))?;
+        registry.register(Box::new(jwks_fetches.clone()))?;
+        registry.register(Box::new(jwks_fetch_duration.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -75,6 +95,9 @@ impl Metrics {
             upstream_duration,
             upstream_errors,
             active_streams,
+            auth_outcomes,
+            jwks_fetches,
+            jwks_fetch_duration,
         })
     }
 

@@ -10,12 +10,15 @@ pub struct RouteMatch {
     pub server: usize,
     /// Length of the matched gateway prefix in the request path (`0` for a root server).
     pub prefix_len: usize,
+    /// The request came through `/servers/<name>/mcp` rather than the server's own prefix.
+    pub via_alias: bool,
 }
 
 #[derive(Debug)]
 struct Route {
     prefix: Box<str>,
     server: usize,
+    via_alias: bool,
 }
 
 /// The compiled route table: prefixes sorted longest first.
@@ -30,15 +33,12 @@ pub fn alias_path(name: &str) -> String {
 }
 
 impl RouteTable {
-    /// Builds the table from `(prefix, server index)` pairs. A prefix is `""` for the root
-    /// server, otherwise it starts with `/` and has no trailing `/`.
-    pub fn new(entries: impl IntoIterator<Item = (String, usize)>) -> Self {
+    /// Builds the table from `(prefix, server index, is alias)` entries. A prefix is `""` for
+    /// the root server, otherwise it starts with `/` and has no trailing `/`.
+    pub fn new(entries: impl IntoIterator<Item = (String, usize, bool)>) -> Self {
         let mut routes: Vec<Route> = entries
             .into_iter()
-            .map(|(prefix, server)| Route {
-                prefix: prefix.into_boxed_str(),
-                server,
-            })
+            .map(|(prefix, server, via_alias)| Route { prefix: prefix.into_boxed_str(), server, via_alias })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Self { routes }
@@ -51,6 +51,7 @@ impl RouteTable {
             (rest.is_empty() || rest.starts_with('/')).then_some(RouteMatch {
                 server: route.server,
                 prefix_len: route.prefix.len(),
+                via_alias: route.via_alias,
             })
         })
     }
@@ -87,37 +88,19 @@ mod tests {
 
     fn table() -> RouteTable {
         RouteTable::new([
-            ("/git".to_owned(), 0),
-            ("/github".to_owned(), 1),
-            ("/github/enterprise".to_owned(), 2),
-            (alias_path("github"), 1),
+            ("/git".to_owned(), 0, false),
+            ("/github".to_owned(), 1, false),
+            ("/github/enterprise".to_owned(), 2, false),
+            (alias_path("github"), 1, true),
         ])
     }
 
     #[test]
     fn prefixes_match_whole_segments_and_the_longest_wins() {
         let t = table();
-        assert_eq!(
-            t.find("/git"),
-            Some(RouteMatch {
-                server: 0,
-                prefix_len: 4
-            })
-        );
-        assert_eq!(
-            t.find("/git/x"),
-            Some(RouteMatch {
-                server: 0,
-                prefix_len: 4
-            })
-        );
-        assert_eq!(
-            t.find("/github/x"),
-            Some(RouteMatch {
-                server: 1,
-                prefix_len: 7
-            })
-        );
+        assert_eq!(t.find("/git"), Some(RouteMatch { server: 0, prefix_len: 4, via_alias: false }));
+        assert_eq!(t.find("/git/x"), Some(RouteMatch { server: 0, prefix_len: 4, via_alias: false }));
+        assert_eq!(t.find("/github/x"), Some(RouteMatch { server: 1, prefix_len: 7, via_alias: false }));
         assert_eq!(t.find("/github/enterprise/mcp").map(|m| m.server), Some(2));
         assert_eq!(t.find("/gitlab"), None);
         assert_eq!(t.find("/"), None);
@@ -127,33 +110,21 @@ mod tests {
     fn the_alias_reaches_the_same_server() {
         let m = table().find("/servers/github/mcp").unwrap();
         assert_eq!(m.server, 1);
+        assert!(m.via_alias);
         assert_eq!(m.prefix_len, "/servers/github/mcp".len());
         assert_eq!(table().find("/servers/github/mcpx"), None);
     }
 
     #[test]
     fn a_root_server_catches_everything_else() {
-        let t = RouteTable::new([(String::new(), 0), ("/a".to_owned(), 1)]);
+        let t = RouteTable::new([(String::new(), 0, false), ("/a".to_owned(), 1, false)]);
         assert_eq!(t.find("/a/b").map(|m| m.server), Some(1));
-        assert_eq!(
-            t.find("/zzz"),
-            Some(RouteMatch {
-                server: 0,
-                prefix_len: 0
-            })
-        );
+        assert_eq!(t.find("/zzz"), Some(RouteMatch { server: 0, prefix_len: 0, via_alias: false }));
     }
 
     #[test]
     fn dot_segments_are_found_in_every_spelling() {
-        for bad in [
-            "/a/../b",
-            "/a/./b",
-            "/a/%2e%2E/b",
-            "/a/.%2e",
-            "/..",
-            "/a/%2E",
-        ] {
+        for bad in ["/a/../b", "/a/./b", "/a/%2e%2E/b", "/a/.%2e", "/..", "/a/%2E"] {
             assert!(has_dot_segment(bad), "{bad}");
         }
         for good in ["/a/b", "/a/.well", "/a/...", "/a/b.c", "/", "/a/%2e%2e%2e"] {

@@ -13,7 +13,6 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::dns::DnsRefresher;
 use crate::gateway::Gateway;
-use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Why the server could not be assembled.
@@ -30,9 +29,6 @@ pub enum ServeError {
         /// What failed.
         message: String,
     },
-    /// Metric families could not be registered.
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
 }
 
 /// Process-level options from the command line.
@@ -57,10 +53,7 @@ pub fn build_server(registry: Registry, options: &ProcessOptions) -> Result<Serv
     let conf = match &options.server_conf {
         Some(path) => ServerConf::load_yaml_with_opt_override(&opt)
             .map_err(|e| ServeError::ServerConf(format!("{path}: {e}")))?,
-        None => ServerConf {
-            daemon: options.daemon,
-            ..ServerConf::default()
-        },
+        None => ServerConf { daemon: options.daemon, ..ServerConf::default() },
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -68,11 +61,10 @@ pub fn build_server(registry: Registry, options: &ProcessOptions) -> Result<Serv
     let listeners = registry.listeners.clone();
     let admin_addr = registry.admin_addr;
     let registry = Arc::new(ArcSwap::from_pointee(registry));
-    let metrics = Arc::new(Metrics::new()?);
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(registry.clone(), metrics.clone()),
+        Gateway::new(registry.clone()),
         "portcullis",
     );
     for listener in &listeners {
@@ -80,11 +72,8 @@ pub fn build_server(registry: Registry, options: &ProcessOptions) -> Result<Serv
         match &listener.tls {
             None => proxy.add_tcp(&addr),
             Some((cert, key)) => {
-                let mut tls =
-                    TlsSettings::intermediate(cert, key).map_err(|e| ServeError::Tls {
-                        addr: addr.clone(),
-                        message: e.to_string(),
-                    })?;
+                let mut tls = TlsSettings::intermediate(cert, key)
+                    .map_err(|e| ServeError::Tls { addr: addr.clone(), message: e.to_string() })?;
                 tls.enable_h2();
                 proxy.add_tls_with_settings(&addr, None, tls);
             }
@@ -92,16 +81,10 @@ pub fn build_server(registry: Registry, options: &ProcessOptions) -> Result<Serv
     }
     server.add_service(proxy);
 
-    let mut admin = Service::new(
-        "portcullis-admin".to_owned(),
-        AdminApp::new(registry.clone(), metrics),
-    );
+    let mut admin = Service::new("portcullis-admin".to_owned(), AdminApp::new(registry.clone()));
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin);
 
-    server.add_service(background_service(
-        "portcullis-dns",
-        DnsRefresher::new(registry),
-    ));
+    server.add_service(background_service("portcullis-dns", DnsRefresher::new(registry)));
     Ok(server)
 }

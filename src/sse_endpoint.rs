@@ -28,8 +28,7 @@ impl EndpointMapping {
     /// Maps an endpoint URL as the upstream sent it to the URL the client should use, or
     /// `None` when it does not point under the upstream's base (left as it is).
     pub fn map(&self, upstream: &Upstream, endpoint: &str) -> Option<String> {
-        let path_and_query = if endpoint.starts_with("http://") || endpoint.starts_with("https://")
-        {
+        let path_and_query = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
             let url = url::Url::parse(endpoint).ok()?;
             if !upstream.is_same_origin(&url) {
                 return None;
@@ -93,11 +92,7 @@ pub struct EndpointRewriter {
 impl EndpointRewriter {
     /// A rewriter for one response.
     pub fn new(mapping: EndpointMapping) -> Self {
-        Self {
-            mapping,
-            pending: BytesMut::new(),
-            done: false,
-        }
+        Self { mapping, pending: BytesMut::new(), done: false }
     }
 
     /// True once the endpoint event went by (or rewriting was given up): all bytes pass through.
@@ -160,18 +155,11 @@ fn complete_event_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// The rewritten event when `event` is an `endpoint` event whose URL maps onto the gateway.
-fn rewrite_endpoint_event(
-    event: &[u8],
-    mapping: &EndpointMapping,
-    upstream: &Upstream,
-) -> Option<String> {
+fn rewrite_endpoint_event(event: &[u8], mapping: &EndpointMapping, upstream: &Upstream) -> Option<String> {
     let text = std::str::from_utf8(event).ok()?;
     let mut is_endpoint = false;
     let mut data: Option<&str> = None;
-    for line in text
-        .split_terminator(['\n', '\r'])
-        .filter(|l| !l.is_empty())
-    {
+    for line in text.split_terminator(['\n', '\r']).filter(|l| !l.is_empty()) {
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
@@ -186,10 +174,7 @@ fn rewrite_endpoint_event(
     }
     let endpoint = data?;
     let Some(mapped) = mapping.map(upstream, endpoint) else {
-        tracing::warn!(
-            endpoint,
-            "legacy SSE endpoint is not under the upstream's path; left unchanged"
-        );
+        tracing::warn!(endpoint, "legacy SSE endpoint is not under the upstream's path; left unchanged");
         return None;
     };
     Some(format!("event: endpoint\ndata: {mapped}\n\n"))
@@ -216,11 +201,7 @@ mod tests {
         let mut r = EndpointRewriter::new(mapping());
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
-            out.extend_from_slice(&r.feed(
-                &up,
-                Bytes::copy_from_slice(c.as_bytes()),
-                i + 1 == chunks.len(),
-            ));
+            out.extend_from_slice(&r.feed(&up, Bytes::copy_from_slice(c.as_bytes()), i + 1 == chunks.len()));
         }
         String::from_utf8(out).unwrap()
     }
@@ -229,14 +210,8 @@ mod tests {
     fn every_form_of_endpoint_url_maps_onto_the_gateway() {
         let m = mapping();
         let up = upstream();
-        assert_eq!(
-            m.map(&up, "/message?sessionId=1").as_deref(),
-            Some("/gw/everything/message?sessionId=1")
-        );
-        assert_eq!(
-            m.map(&up, "message?sessionId=1").as_deref(),
-            Some("/gw/everything/message?sessionId=1")
-        );
+        assert_eq!(m.map(&up, "/message?sessionId=1").as_deref(), Some("/gw/everything/message?sessionId=1"));
+        assert_eq!(m.map(&up, "message?sessionId=1").as_deref(), Some("/gw/everything/message?sessionId=1"));
         assert_eq!(
             m.map(&up, "http://127.0.0.1:3001/message?s=1").as_deref(),
             Some("/gw/everything/message?s=1")
@@ -261,7 +236,9 @@ mod tests {
 
     #[test]
     fn the_endpoint_event_is_rewritten_and_others_are_untouched() {
-        let out = run(&[": ping\n\nevent: endpoint\ndata: /message?sessionId=abc\n\nevent: message\ndata: {\"x\":1}\n\n"]);
+        let out = run(&[
+            ": ping\n\nevent: endpoint\ndata: /message?sessionId=abc\n\nevent: message\ndata: {\"x\":1}\n\n",
+        ]);
         assert_eq!(out, ": ping\n\nevent: endpoint\ndata: /gw/everything/message?sessionId=abc\n\nevent: message\ndata: {\"x\":1}\n\n");
     }
 
@@ -285,11 +262,7 @@ mod tests {
     fn after_the_endpoint_event_bytes_pass_through_as_they_come() {
         let up = upstream();
         let mut r = EndpointRewriter::new(mapping());
-        r.feed(
-            &up,
-            Bytes::from_static(b"event: endpoint\ndata: /m\n\n"),
-            false,
-        );
+        r.feed(&up, Bytes::from_static(b"event: endpoint\ndata: /m\n\n"), false);
         assert!(r.is_done());
         let later = Bytes::from_static(b"event: endpoint\ndata: /other\n\n");
         assert_eq!(r.feed(&up, later.clone(), false), later);

@@ -52,11 +52,7 @@ pub enum UpstreamUrlError {
 
 impl Upstream {
     /// Parses an upstream URL and resolves its host (blocking; only called while loading).
-    pub fn from_url(
-        text: &str,
-        sni: Option<&str>,
-        verify_tls: bool,
-    ) -> Result<Self, UpstreamUrlError> {
+    pub fn from_url(text: &str, sni: Option<&str>, verify_tls: bool) -> Result<Self, UpstreamUrlError> {
         let url = url::Url::parse(text).map_err(|e| UpstreamUrlError::Invalid(e.to_string()))?;
         let tls = match url.scheme() {
             "http" => false,
@@ -69,13 +65,8 @@ impl Upstream {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(UpstreamUrlError::QueryOrFragment);
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| UpstreamUrlError::Invalid("no host".into()))?
-            .to_owned();
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| UpstreamUrlError::Invalid("no port".into()))?;
+        let host = url.host_str().ok_or_else(|| UpstreamUrlError::Invalid("no host".into()))?.to_owned();
+        let port = url.port_or_known_default().ok_or_else(|| UpstreamUrlError::Invalid("no port".into()))?;
         let addrs = resolve(&url)?;
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
@@ -87,10 +78,7 @@ impl Upstream {
             "/" => String::new(),
             path => path.to_owned(),
         };
-        let bare_host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         Ok(Self {
             url: url.to_string(),
             tls,
@@ -125,9 +113,7 @@ impl Upstream {
     /// True when `url` points at this upstream's origin (scheme, host and port).
     pub fn is_same_origin(&self, url: &url::Url) -> bool {
         url.scheme() == if self.tls { "https" } else { "http" }
-            && url
-                .host_str()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            && url.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']'))
                 == Some(self.host.as_str())
             && url.port_or_known_default() == Some(self.port)
     }
@@ -145,9 +131,7 @@ fn resolve(url: &url::Url) -> Result<Vec<SocketAddr>, UpstreamUrlError> {
         None => return Err(UpstreamUrlError::Invalid("no host".into())),
     };
     if addrs.is_empty() {
-        return Err(UpstreamUrlError::Resolve(
-            url.host_str().unwrap_or_default().to_owned(),
-        ));
+        return Err(UpstreamUrlError::Resolve(url.host_str().unwrap_or_default().to_owned()));
     }
     Ok(addrs)
 }
@@ -179,15 +163,9 @@ mod tests {
     #[test]
     fn unusable_urls_are_refused_with_a_reason() {
         let err = |u| Upstream::from_url(u, None, true).unwrap_err();
-        assert_eq!(
-            err("ftp://127.0.0.1/"),
-            UpstreamUrlError::Scheme("ftp".into())
-        );
+        assert_eq!(err("ftp://127.0.0.1/"), UpstreamUrlError::Scheme("ftp".into()));
         assert_eq!(err("http://u:p@127.0.0.1/"), UpstreamUrlError::Credentials);
-        assert_eq!(
-            err("http://127.0.0.1/?a=b"),
-            UpstreamUrlError::QueryOrFragment
-        );
+        assert_eq!(err("http://127.0.0.1/?a=b"), UpstreamUrlError::QueryOrFragment);
         assert!(matches!(err("not a url"), UpstreamUrlError::Invalid(_)));
     }
 }

@@ -7,6 +7,7 @@ use support::gateway::{check, run_expecting_refusal, Gateway};
 
 const INVALID: &str = r#"listen: ["127.0.0.1:not-a-port"]
 public_url: mcp.example.com
+agent_auth: {mode: none}
 servers:
   - name: "bad name"
     path: github/
@@ -31,6 +32,7 @@ fn check_prints_every_error_with_its_yaml_path_and_a_hint() {
     let expected = [
         "error: listen[0]: \"127.0.0.1:not-a-port\" is not an ip:port address (hint: ",
         "error: public_url: not a valid URL: relative URL without a base (hint: public_url: https://mcp.example.com)",
+        "error: agent_auth: mode none leaves the server open to anyone (hint: add allow_unauthenticated: true if that is intended",
         "error: servers[0].name: invalid server name \"bad name\" (hint: ",
         "error: servers[0].path: invalid path \"github/\" (hint: a path looks like /github or /tools/search)",
         "error: servers[1].path: \"/servers/ok\" is under /servers, which the gateway serves itself",
@@ -40,11 +42,7 @@ fn check_prints_every_error_with_its_yaml_path_and_a_hint() {
     for line in expected {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
     }
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("error: ")).count(),
-        expected.len(),
-        "{stderr}"
-    );
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error: ")).count(), expected.len(), "{stderr}");
 }
 
 #[test]
@@ -53,10 +51,7 @@ fn check_reports_unknown_fields_and_bad_types_at_their_path() {
     let path = dir.path().join("typo.yaml");
     std::fs::write(&path, "listen: [\"127.0.0.1:1\"]\npublic_url: http://x\nservers:\n  - name: a\n    path: /a\n    upstream: http://127.0.0.1:2\n    read_timout: 5s\n").unwrap();
     let stderr = String::from_utf8(check(&path).stderr).unwrap();
-    assert!(
-        stderr.contains("error: servers[0].read_timout: unknown field `read_timout`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("error: servers[0].read_timout: unknown field `read_timout`"), "{stderr}");
     assert!(stderr.contains("line 7"), "{stderr}");
 }
 
@@ -70,10 +65,7 @@ fn run_refuses_an_invalid_config_with_the_same_messages() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     for line in checked.lines().filter(|l| l.starts_with("error: ")) {
-        assert!(
-            stderr.contains(line),
-            "run did not print {line:?}:\n{stderr}"
-        );
+        assert!(stderr.contains(line), "run did not print {line:?}:\n{stderr}");
     }
 }
 
@@ -88,11 +80,7 @@ fn every_shipped_config_passes_check() {
             continue;
         }
         let output = check(&path);
-        assert!(
-            output.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
         checked += 1;
     }
     assert!(checked > 0, "no configs found in conf/");
@@ -109,25 +97,11 @@ async fn secrets_never_appear_in_the_admin_config() {
         "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin}\", auth_token: \"{literal}\"}}\nservers: []\n"
     );
     let gateway = Gateway::start_with_config(&yaml, port, admin, &[]);
-    let denied = client
-        .get(gateway.admin_url("/config"))
-        .send()
-        .await
-        .unwrap();
+    let denied = client.get(gateway.admin_url("/config")).send().await.unwrap();
     assert_eq!(denied.status(), 401);
-    let wrong = client
-        .get(gateway.admin_url("/config"))
-        .bearer_auth("nope")
-        .send()
-        .await
-        .unwrap();
+    let wrong = client.get(gateway.admin_url("/config")).bearer_auth("nope").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
-    let shown = client
-        .get(gateway.admin_url("/config"))
-        .bearer_auth(literal)
-        .send()
-        .await
-        .unwrap();
+    let shown = client.get(gateway.admin_url("/config")).bearer_auth(literal).send().await.unwrap();
     assert_eq!(shown.status(), 200);
     let body = shown.text().await.unwrap();
     assert!(!body.contains(literal), "{body}");
@@ -141,12 +115,8 @@ async fn secrets_never_appear_in_the_admin_config() {
     let yaml = format!(
         "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin}\", auth_token: \"${{env:PORTCULLIS_TEST_ADMIN_TOKEN}}\"}}\n"
     );
-    let gateway = Gateway::start_with_config(
-        &yaml,
-        port,
-        admin,
-        &[("PORTCULLIS_TEST_ADMIN_TOKEN", from_env)],
-    );
+    let gateway =
+        Gateway::start_with_config(&yaml, port, admin, &[("PORTCULLIS_TEST_ADMIN_TOKEN", from_env)]);
     let body = client
         .get(gateway.admin_url("/config"))
         .bearer_auth(from_env)
@@ -156,10 +126,7 @@ async fn secrets_never_appear_in_the_admin_config() {
         .text()
         .await
         .unwrap();
-    assert!(
-        body.contains("${env:PORTCULLIS_TEST_ADMIN_TOKEN}"),
-        "{body}"
-    );
+    assert!(body.contains("${env:PORTCULLIS_TEST_ADMIN_TOKEN}"), "{body}");
     assert!(!body.contains(from_env), "{body}");
     assert!(!gateway.log().contains(from_env));
 }

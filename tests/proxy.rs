@@ -13,11 +13,7 @@ use support::upstream::{MockUpstream, Reply, Step};
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .build()
-        .expect("client")
+    reqwest::Client::builder().no_proxy().http1_only().build().expect("client")
 }
 
 fn one_server(upstream: &str, extra: &str) -> String {
@@ -36,10 +32,7 @@ async fn read_until(response: &mut reqwest::Response, seen: &mut String, needle:
     })
     .await
     .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}; got {seen:?}"));
-    assert!(
-        seen.contains(needle),
-        "stream ended without {needle:?}; got {seen:?}"
-    );
+    assert!(seen.contains(needle), "stream ended without {needle:?}; got {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,44 +44,19 @@ async fn prefix_and_alias_routes_map_onto_the_upstream_path() {
         upstream.url("/base"),
     ));
     let c = client();
-    for path in [
-        "/gh",
-        "/gh/sub?x=1&y=%20",
-        "/servers/gh/mcp",
-        "/servers/gh/mcp/sub",
-        "/raw/mcp",
-        "/servers/raw/mcp",
-    ] {
-        let status = c
-            .post(gateway.url(path))
-            .body("{}")
-            .send()
-            .await
-            .expect("send")
-            .status();
+    for path in
+        ["/gh", "/gh/sub?x=1&y=%20", "/servers/gh/mcp", "/servers/gh/mcp/sub", "/raw/mcp", "/servers/raw/mcp"]
+    {
+        let status = c.post(gateway.url(path)).body("{}").send().await.expect("send").status();
         assert_eq!(status, 200, "{path}");
     }
     let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(
         targets,
-        [
-            "/mcp",
-            "/mcp/sub?x=1&y=%20",
-            "/mcp",
-            "/mcp/sub",
-            "/base/raw/mcp",
-            "/base/servers/raw/mcp"
-        ]
+        ["/mcp", "/mcp/sub?x=1&y=%20", "/mcp", "/mcp/sub", "/base/raw/mcp", "/base/servers/raw/mcp"]
     );
-    let host = upstream.requests()[0].headers["host"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        host,
-        upstream.addr.to_string(),
-        "Host is the upstream's authority"
-    );
+    let host = upstream.requests()[0].headers["host"].to_str().unwrap().to_owned();
+    assert_eq!(host, upstream.addr.to_string(), "Host is the upstream's authority");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,28 +80,14 @@ async fn upstream_statuses_bodies_and_headers_pass_through_byte_identical() {
     let gateway = Gateway::start(&one_server(&upstream.url("/mcp"), ""));
     let c = client();
     for status in [200u16, 202, 400, 404, 405, 409, 500] {
-        let direct = c
-            .post(upstream.url(&format!("/mcp/{status}")))
-            .body("{}")
-            .send()
-            .await
-            .expect("direct");
+        let direct = c.post(upstream.url(&format!("/mcp/{status}"))).body("{}").send().await.expect("direct");
         let direct_body = direct.bytes().await.expect("direct body");
-        let via = c
-            .post(gateway.url(&format!("/gh/{status}")))
-            .body("{}")
-            .send()
-            .await
-            .expect("via gateway");
+        let via = c.post(gateway.url(&format!("/gh/{status}"))).body("{}").send().await.expect("via gateway");
         assert_eq!(via.status().as_u16(), status);
         assert_eq!(via.headers()["mcp-session-id"], "sess-42");
         assert_eq!(via.headers()["x-upstream-thing"], "kept");
         assert_eq!(via.headers()["content-type"], "application/json");
-        assert_eq!(
-            via.bytes().await.expect("body"),
-            direct_body,
-            "status {status}"
-        );
+        assert_eq!(via.bytes().await.expect("body"), direct_body, "status {status}");
     }
 }
 
@@ -149,11 +103,7 @@ async fn mcp_headers_and_every_method_pass_unchanged() {
         ("mcp-method", "tools/call"),
         ("mcp-name", "search"),
     ];
-    for method in [
-        reqwest::Method::POST,
-        reqwest::Method::GET,
-        reqwest::Method::DELETE,
-    ] {
+    for method in [reqwest::Method::POST, reqwest::Method::GET, reqwest::Method::DELETE] {
         let mut request = c
             .request(method.clone(), gateway.url("/gh"))
             .header("connection", "keep-alive, x-hop")
@@ -161,28 +111,15 @@ async fn mcp_headers_and_every_method_pass_unchanged() {
         for (k, v) in mcp_headers {
             request = request.header(k, v);
         }
-        assert_eq!(
-            request.send().await.expect("send").status(),
-            200,
-            "{method}"
-        );
+        assert_eq!(request.send().await.expect("send").status(), 200, "{method}");
     }
     let received = upstream.requests();
-    assert_eq!(
-        received
-            .iter()
-            .map(|r| r.method.as_str())
-            .collect::<Vec<_>>(),
-        ["POST", "GET", "DELETE"]
-    );
+    assert_eq!(received.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["POST", "GET", "DELETE"]);
     for r in received {
         for (k, v) in mcp_headers {
             assert_eq!(r.headers[k], v, "{k} on {}", r.method);
         }
-        assert!(
-            r.headers.get("x-hop").is_none(),
-            "a header named by Connection is hop-by-hop"
-        );
+        assert!(r.headers.get("x-hop").is_none(), "a header named by Connection is hop-by-hop");
     }
 }
 
@@ -191,25 +128,17 @@ async fn an_sse_event_reaches_the_client_while_the_upstream_stream_is_open() {
     let upstream = MockUpstream::start(|_| {
         Reply::sse(
             vec![
-                Step::Write(Bytes::from_static(
-                    b"id: 1\nevent: message\ndata: {\"first\":true}\n\n",
-                )),
+                Step::Write(Bytes::from_static(b"id: 1\nevent: message\ndata: {\"first\":true}\n\n")),
                 Step::WaitForRelease,
-                Step::Write(Bytes::from_static(
-                    b"id: 2\nevent: message\ndata: {\"second\":true}\n\n",
-                )),
+                Step::Write(Bytes::from_static(b"id: 2\nevent: message\ndata: {\"second\":true}\n\n")),
             ],
             false,
         )
     })
     .await;
     let gateway = Gateway::start(&one_server(&upstream.url("/mcp"), ""));
-    let mut response = client()
-        .get(gateway.url("/gh"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("stream");
+    let mut response =
+        client().get(gateway.url("/gh")).header("accept", "text/event-stream").send().await.expect("stream");
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert!(response.headers().get("content-encoding").is_none());
     let mut seen = String::new();
@@ -225,13 +154,13 @@ async fn an_sse_event_reaches_the_client_while_the_upstream_stream_is_open() {
         .text()
         .await
         .expect("text");
-    assert!(
-        metrics.contains(r#"portcullis_active_streams{server="gh"} 1"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"portcullis_active_streams{server="gh"} 1"#), "{metrics}");
     upstream.release();
     read_until(&mut response, &mut seen, "\"second\":true").await;
-    assert_eq!(seen, "id: 1\nevent: message\ndata: {\"first\":true}\n\nid: 2\nevent: message\ndata: {\"second\":true}\n\n");
+    assert_eq!(
+        seen,
+        "id: 1\nevent: message\ndata: {\"first\":true}\n\nid: 2\nevent: message\ndata: {\"second\":true}\n\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,20 +204,12 @@ async fn an_idle_event_stream_outlives_the_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_closes_the_upstream_stream() {
-    let upstream = MockUpstream::start(|_| {
-        Reply::sse(
-            vec![Step::Write(Bytes::from_static(b"data: hello\n\n"))],
-            true,
-        )
-    })
-    .await;
+    let upstream =
+        MockUpstream::start(|_| Reply::sse(vec![Step::Write(Bytes::from_static(b"data: hello\n\n"))], true))
+            .await;
     let gateway = Gateway::start(&one_server(&upstream.url("/mcp"), ""));
-    let mut response = client()
-        .get(gateway.url("/gh"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("stream");
+    let mut response =
+        client().get(gateway.url("/gh")).header("accept", "text/event-stream").send().await.expect("stream");
     let mut seen = String::new();
     read_until(&mut response, &mut seen, "data: hello").await;
     drop(response);
@@ -314,18 +235,11 @@ async fn the_legacy_endpoint_event_split_over_three_writes_is_rewritten() {
             ],
             true,
         ),
-        _ => Reply::Full {
-            status: 202,
-            headers: vec![],
-            body: Bytes::from_static(b"Accepted"),
-        },
+        _ => Reply::Full { status: 202, headers: vec![], body: Bytes::from_static(b"Accepted") },
     })
     .await;
     let gateway = Gateway::start(&one_server(&upstream.url("/legacy"), ""));
-    for (sse_path, expected_prefix) in [
-        ("/gh/sse", "/gh"),
-        ("/servers/gh/mcp/sse", "/servers/gh/mcp"),
-    ] {
+    for (sse_path, expected_prefix) in [("/gh/sse", "/gh"), ("/servers/gh/mcp/sse", "/servers/gh/mcp")] {
         let mut response = client()
             .get(gateway.url(sse_path))
             .header("accept", "text/event-stream")
@@ -350,30 +264,16 @@ async fn the_legacy_endpoint_event_split_over_three_writes_is_rewritten() {
         assert_eq!(post.status(), 202);
         assert_eq!(post.text().await.unwrap(), "Accepted");
     }
-    let posts: Vec<String> = upstream
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .map(|r| r.target)
-        .collect();
-    assert_eq!(
-        posts,
-        [
-            "/legacy/message?sessionId=abc-123",
-            "/legacy/message?sessionId=abc-123"
-        ]
-    );
+    let posts: Vec<String> =
+        upstream.requests().into_iter().filter(|r| r.method == "POST").map(|r| r.target).collect();
+    assert_eq!(posts, ["/legacy/message?sessionId=abc-123", "/legacy/message?sessionId=abc-123"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_route_is_a_json_404() {
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let gateway = Gateway::start(&one_server(&upstream.url("/mcp"), ""));
-    let plain = client()
-        .get(gateway.url("/nothing-here"))
-        .send()
-        .await
-        .expect("send");
+    let plain = client().get(gateway.url("/nothing-here")).send().await.expect("send");
     assert_eq!(plain.status(), 404);
     assert_eq!(plain.headers()["content-type"], "application/json");
     let body: serde_json::Value = plain.json().await.expect("json");
@@ -420,10 +320,7 @@ async fn an_unreachable_upstream_is_a_502_carrying_the_jsonrpc_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_upstream_is_a_504_carrying_the_jsonrpc_id() {
     let upstream = MockUpstream::start(|_| Reply::Stall(Duration::from_secs(3))).await;
-    let gateway = Gateway::start(&one_server(
-        &upstream.url("/mcp"),
-        "    read_timeout: 200ms\n",
-    ));
+    let gateway = Gateway::start(&one_server(&upstream.url("/mcp"), "    read_timeout: 200ms\n"));
     let rpc = client()
         .post(gateway.url("/gh"))
         .header("content-type", "application/json")
@@ -445,14 +342,10 @@ async fn dot_segments_are_refused_before_routing() {
     // Sent raw: HTTP clients normalise dot segments away before sending.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for path in ["/gh/../admin", "/gh/%2e%2E/admin", "/gh/./mcp"] {
-        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port)).await.expect("connect");
+        raw.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
             .await
-            .expect("connect");
-        raw.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("write");
+            .expect("write");
         let mut answer = String::new();
         raw.read_to_string(&mut answer).await.expect("read");
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
@@ -466,75 +359,31 @@ async fn requests_are_logged_and_counted() {
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let gateway = Gateway::start(&one_server(&upstream.url("/mcp"), ""));
     let c = client();
-    c.post(gateway.url("/gh"))
-        .body("{}")
-        .send()
-        .await
-        .expect("send");
+    c.post(gateway.url("/gh")).body("{}").send().await.expect("send");
     c.get(gateway.url("/nowhere")).send().await.expect("send");
 
-    let metrics = c
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains(r#"portcullis_requests_total{server="gh",status="200"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"portcullis_requests_total{server="none",status="404"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("portcullis_upstream_response_seconds_bucket"),
-        "{metrics}"
-    );
-    assert_eq!(
-        c.get(gateway.admin_url("/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(gateway.admin_url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        200
-    );
+    let metrics =
+        c.get(gateway.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains(r#"portcullis_requests_total{server="gh",status="200"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"portcullis_requests_total{server="none",status="404"} 1"#), "{metrics}");
+    assert!(metrics.contains("portcullis_upstream_response_seconds_bucket"), "{metrics}");
+    assert_eq!(c.get(gateway.admin_url("/healthz")).send().await.expect("healthz").status(), 200);
+    assert_eq!(c.get(gateway.admin_url("/readyz")).send().await.expect("readyz").status(), 200);
 
     // The access line is written after the response; give the log a moment to appear.
     let deadline = std::time::Instant::now() + PATIENCE;
     let line = loop {
-        if let Some(line) = gateway
-            .log()
-            .lines()
-            .find(|l| l.contains("portcullis::access") && l.contains("status=\"200\""))
+        if let Some(line) =
+            gateway.log().lines().find(|l| l.contains("portcullis::access") && l.contains("status=\"200\""))
         {
             break line.to_owned();
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access line:\n{}",
-            gateway.log()
-        );
+        assert!(std::time::Instant::now() < deadline, "no access line:\n{}", gateway.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    for field in [
-        "server=\"gh\"",
-        "method=POST",
-        "path=\"/gh\"",
-        "latency_ms=",
-        "upstream=127.0.0.1:",
-        "bytes_sent=2",
-    ] {
+    for field in
+        ["server=\"gh\"", "method=POST", "path=\"/gh\"", "latency_ms=", "upstream=127.0.0.1:", "bytes_sent=2"]
+    {
         assert!(line.contains(field), "{field} missing in {line}");
     }
 }

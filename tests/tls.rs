@@ -9,24 +9,19 @@ use support::upstream::{MockUpstream, Reply};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_listener_serves_mcp_over_http2_and_http1() {
     let upstream =
-        MockUpstream::start(|_| Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#))
-            .await;
+        MockUpstream::start(|_| Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#)).await;
 
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("test certificate");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("key.pem"),
-        certified.key_pair.serialize_pem(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
 
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "listen:\n  - address: \"127.0.0.1:{port}\"\n    tls: {{cert: \"{}\", key: \"{}\"}}\npublic_url: https://localhost:{port}\nadmin: {{listen: \"127.0.0.1:{admin}\"}}\nservers:\n  - {{name: s, path: /s, upstream: \"{}\"}}\n",
+        "listen:\n  - address: \"127.0.0.1:{port}\"\n    tls: {{cert: \"{}\", key: \"{}\"}}\npublic_url: https://localhost:{port}\nadmin: {{listen: \"127.0.0.1:{admin}\"}}\nagent_auth: {{mode: none, allow_unauthenticated: true}}\nservers:\n  - {{name: s, path: /s, upstream: \"{}\"}}\n",
         cert.display(),
         key.display(),
         upstream.url("/mcp"),
@@ -51,11 +46,7 @@ async fn a_tls_listener_serves_mcp_over_http2_and_http1() {
         .send()
         .await
         .expect("https request");
-    assert_eq!(
-        response.version(),
-        reqwest::Version::HTTP_2,
-        "ALPN should pick h2"
-    );
+    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN should pick h2");
     assert_eq!(response.status(), 200);
     assert!(response.text().await.unwrap().contains("\"tools\""));
 
@@ -66,12 +57,7 @@ async fn a_tls_listener_serves_mcp_over_http2_and_http1() {
         .resolve("localhost", addr)
         .build()
         .unwrap();
-    let response = h1
-        .post(&url)
-        .body(body)
-        .send()
-        .await
-        .expect("https request");
+    let response = h1.post(&url).body(body).send().await.expect("https request");
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.requests().len(), 2);

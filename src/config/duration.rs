@@ -31,8 +31,8 @@ impl Serialize for ConfigDuration {
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map(Self).map_err(|e| {
-            serde::de::Error::custom(format!("{e} (write a duration like \"5s\" or \"250ms\")"))
-        })
+        humantime::parse_duration(&text)
+            .map(Self)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (write a duration like \"5s\" or \"250ms\")")))
     }
 }

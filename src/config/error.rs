@@ -16,11 +16,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-            hint: None,
-        }
+        Self { path: path.into(), message: message.into(), hint: None }
     }
 
     /// Adds a hint.

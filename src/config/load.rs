@@ -7,10 +7,7 @@ use super::{Config, ConfigError, ConfigErrors};
 /// Reads and parses a configuration file (no validation beyond the file's shape).
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(ConfigError::new(
-            "",
-            format!("cannot read {}: {e}", path.display()),
-        ))
+        ConfigErrors::one(ConfigError::new("", format!("cannot read {}: {e}", path.display())))
     })?;
     parse_yaml(&text)
 }
@@ -24,9 +21,8 @@ pub fn parse_yaml(text: &str) -> Result<Config, ConfigErrors> {
         let message = without_yaml_path(&e.into_inner().to_string()).to_owned();
         let mut error = ConfigError::new(path, message.clone());
         if message.contains("unknown field") {
-            error = error.hint(
-                "check the spelling against the configuration reference (docs/configuration.md)",
-            );
+            error =
+                error.hint("check the spelling against the configuration reference (docs/configuration.md)");
         } else if message.contains("missing field") {
             error = error.hint("this field is required here");
         }
@@ -39,9 +35,7 @@ fn without_yaml_path(message: &str) -> &str {
     match message.split_once(": ") {
         Some((head, rest))
             if !head.is_empty()
-                && head
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"[]._-".contains(&b)) =>
+                && head.bytes().all(|b| b.is_ascii_alphanumeric() || b"[]._-".contains(&b)) =>
         {
             rest
         }
@@ -60,10 +54,7 @@ mod tests {
         )
         .unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("error: servers[0].bogus: unknown field `bogus`"),
-            "{text}"
-        );
+        assert!(text.starts_with("error: servers[0].bogus: unknown field `bogus`"), "{text}");
         assert!(text.contains("hint:"), "{text}");
     }
 
@@ -73,11 +64,7 @@ mod tests {
             "listen: [\"127.0.0.1:1\"]\npublic_url: http://x\nservers:\n  - name: a\n    path: /a\n    upstream: http://127.0.0.1:2\n    connect_timeout: soon\n",
         )
         .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("error: servers[0].connect_timeout: "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("error: servers[0].connect_timeout: "), "{err}");
     }
 
     #[test]

@@ -3,16 +3,21 @@
 //! These types are never read on the request path. [`crate::registry::Registry::compile`]
 //! validates a [`Config`] and turns it into the runtime registry.
 
+mod auth;
 mod duration;
 mod error;
 mod load;
 mod secret;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use auth::{
+    AgentAuthConfig, IdentityProviderConfig, JwksCacheConfig, JwtCheckConfig, DEFAULT_USER_HEADER,
+};
 pub use duration::ConfigDuration;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, parse_yaml};
@@ -33,6 +38,12 @@ pub struct Config {
     /// How often upstream host names are resolved again in the background.
     #[serde(default = "default_dns_refresh")]
     pub dns_refresh: ConfigDuration,
+    /// Identity providers, by name, that `jwt` agent authentication refers to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identity_providers: BTreeMap<String, IdentityProviderConfig>,
+    /// Agent authentication for servers that do not set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_auth: Option<AgentAuthConfig>,
     /// The registry of MCP servers behind the gateway.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
@@ -71,18 +82,11 @@ impl<'de> Deserialize<'de> for ListenerConfig {
                 f.write_str("an address like \"0.0.0.0:8443\" or a map with `address` and `tls`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(ListenerConfig {
-                    address: v.to_owned(),
-                    tls: None,
-                })
+                Ok(ListenerConfig { address: v.to_owned(), tls: None })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let fields =
-                    ListenerFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ListenerConfig {
-                    address: fields.address,
-                    tls: fields.tls,
-                })
+                let fields = ListenerFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ListenerConfig { address: fields.address, tls: fields.tls })
             }
         }
         deserializer.deserialize_any(ListenerVisitor)
@@ -113,10 +117,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self {
-            listen: default_admin_listen(),
-            auth_token: None,
-        }
+        Self { listen: default_admin_listen(), auth_token: None }
     }
 }
 
@@ -158,6 +159,16 @@ pub struct ServerConfig {
     /// TLS towards an `https` upstream.
     #[serde(default)]
     pub tls: UpstreamTlsConfig,
+    /// Who may reach this server (defaults to the top-level `agent_auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_auth: Option<AgentAuthConfig>,
+    /// Inbound headers never forwarded to this server: case-insensitive globs like `x-internal-*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restricted_headers: Vec<String>,
+    /// Browser origins allowed to call this server (`https://app.example.com`); when set, any other
+    /// `Origin` gets 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -188,9 +199,6 @@ pub struct UpstreamTlsConfig {
 
 impl Default for UpstreamTlsConfig {
     fn default() -> Self {
-        Self {
-            verify: true,
-            sni: None,
-        }
+        Self { verify: true, sni: None }
     }
 }

@@ -28,21 +28,15 @@ impl SecretSource {
     pub fn parse(text: &str) -> Result<Self, String> {
         let Some(inner) = text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) else {
             if text.contains("${") {
-                return Err(
-                    "a secret reference must be the whole value, like \"${env:NAME}\"".into(),
-                );
+                return Err("a secret reference must be the whole value, like \"${env:NAME}\"".into());
             }
             return Ok(Self::Literal(Secret::new(text.to_owned())));
         };
         match inner.split_once(':') {
             Some(("env", name)) if is_env_name(name) => Ok(Self::Env(name.to_owned())),
-            Some(("env", _)) => {
-                Err("an environment variable name is letters, digits and '_'".into())
-            }
+            Some(("env", _)) => Err("an environment variable name is letters, digits and '_'".into()),
             Some(("file", path)) if !path.is_empty() => Ok(Self::File(path.to_owned())),
-            _ => Err(format!(
-                "unknown secret reference \"{text}\"; use ${{env:NAME}} or ${{file:PATH}}"
-            )),
+            _ => Err(format!("unknown secret reference \"{text}\"; use ${{env:NAME}} or ${{file:PATH}}")),
         }
     }
 
@@ -132,10 +126,7 @@ mod tests {
 
     #[test]
     fn a_whole_value_reference_is_parsed() {
-        assert_eq!(
-            SecretSource::parse("${env:GH_SECRET}"),
-            Ok(SecretSource::Env("GH_SECRET".into()))
-        );
+        assert_eq!(SecretSource::parse("${env:GH_SECRET}"), Ok(SecretSource::Env("GH_SECRET".into())));
         assert_eq!(
             SecretSource::parse("${file:secrets/token}"),
             Ok(SecretSource::File("secrets/token".into()))
@@ -162,19 +153,14 @@ mod tests {
     #[test]
     fn references_show_as_written() {
         let source = SecretSource::parse("${env:ADMIN_TOKEN}").unwrap();
-        assert_eq!(
-            serde_json::to_string(&source).unwrap(),
-            "\"${env:ADMIN_TOKEN}\""
-        );
+        assert_eq!(serde_json::to_string(&source).unwrap(), "\"${env:ADMIN_TOKEN}\"");
     }
 
     #[test]
     fn file_references_resolve_relative_to_the_config_and_drop_the_newline() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
-        let secret = SecretSource::File("token".into())
-            .resolve(dir.path())
-            .unwrap();
+        let secret = SecretSource::File("token".into()).resolve(dir.path()).unwrap();
         assert_eq!(secret.expose(), "s3cret");
         let missing = SecretSource::File("nope".into()).resolve(dir.path());
         assert!(missing.unwrap_err().contains("cannot read secret file"));
@@ -182,9 +168,8 @@ mod tests {
 
     #[test]
     fn a_missing_environment_variable_is_named() {
-        let err = SecretSource::Env("PORTCULLIS_TEST_SURELY_UNSET".into())
-            .resolve(Path::new("."))
-            .unwrap_err();
+        let err =
+            SecretSource::Env("PORTCULLIS_TEST_SURELY_UNSET".into()).resolve(Path::new(".")).unwrap_err();
         assert!(err.contains("PORTCULLIS_TEST_SURELY_UNSET"));
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error_body::GatewayError;
+use crate::identity::Identity;
 use crate::metrics::NO_SERVER;
 use crate::registry::{McpServer, Registry};
 use crate::routes::RouteMatch;
@@ -18,6 +19,10 @@ pub struct RequestCtx {
     pub registry: Option<Arc<Registry>>,
     /// The matched route.
     pub route: Option<RouteMatch>,
+    /// Who the caller is, once agent authentication has run.
+    pub identity: Option<Identity>,
+    /// The request's `Origin` passed the check: responses carry CORS headers.
+    pub cors: bool,
     /// The upstream request target (path and query), computed once.
     pub target: Option<http::Uri>,
     /// The client accepts `text/event-stream`, so the response may be a long-lived stream.
@@ -43,6 +48,8 @@ impl RequestCtx {
             started: Instant::now(),
             registry: None,
             route: None,
+            identity: None,
+            cors: false,
             target: None,
             stream_capable: false,
             attempt: 0,

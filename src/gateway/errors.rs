@@ -7,8 +7,10 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::{Gateway, RequestCtx};
+use super::RequestCtx;
 use crate::error_body::{jsonrpc_id, render, BodyShape, GatewayError};
+use crate::metrics::Metrics;
+use crate::origin;
 
 /// The most request body read to find a JSON-RPC id for an error answer.
 const MAX_ID_SCAN: usize = 64 * 1024;
@@ -16,34 +18,32 @@ const MAX_ID_SCAN: usize = 64 * 1024;
 const ID_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Writes `error` as the response: a JSON-RPC error carrying the request id for a JSON POST,
-/// plain JSON otherwise.
+/// plain JSON otherwise; with a `WWW-Authenticate` challenge when one is given.
 pub async fn respond(
     session: &mut Session,
     ctx: &mut RequestCtx,
     error: GatewayError,
+    challenge: Option<http::HeaderValue>,
 ) -> Result<()> {
     ctx.error = Some(error);
     let shape = if is_json_post(session) {
-        BodyShape::JsonRpc(
-            read_body_prefix(session)
-                .await
-                .as_deref()
-                .and_then(jsonrpc_id),
-        )
+        BodyShape::JsonRpc(read_body_prefix(session).await.as_deref().and_then(jsonrpc_id))
     } else {
         BodyShape::Plain
     };
     let body = render(error, &shape);
-    let mut header = ResponseHeader::build(error.status(), Some(4))?;
+    let mut header = ResponseHeader::build(error.status(), Some(6))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await
+    if let Some(challenge) = challenge {
+        header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
+    if ctx.cors {
+        origin::add_cors(session.req_header(), &mut header)?;
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await
 }
 
 fn is_json_post(session: &Session) -> bool {
@@ -75,18 +75,13 @@ async fn read_body_prefix(session: &mut Session) -> Option<Vec<u8>> {
         }
         Some(body)
     };
-    tokio::time::timeout(ID_READ_TIMEOUT, read)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(ID_READ_TIMEOUT, read).await.ok().flatten()
 }
 
 /// Maps a proxy failure to a gateway error (`None` when the client is gone).
 fn classify(e: &Error) -> Option<GatewayError> {
-    let timeout = matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    );
+    let timeout =
+        matches!(e.etype(), ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout);
     match e.esource() {
         ErrorSource::Upstream if timeout => Some(GatewayError::UpstreamTimeout),
         ErrorSource::Upstream => Some(GatewayError::UpstreamUnreachable),
@@ -100,39 +95,20 @@ fn classify(e: &Error) -> Option<GatewayError> {
 
 /// Pingora's `fail_to_proxy`: answers with the right status and a JSON body when the response
 /// has not started yet.
-pub async fn fail_to_proxy(
-    gateway: &Gateway,
-    session: &mut Session,
-    e: &Error,
-    ctx: &mut RequestCtx,
-) -> FailToProxy {
+pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let error = classify(e);
     if e.esource() == &ErrorSource::Upstream {
-        let kind = if error == Some(GatewayError::UpstreamTimeout) {
-            "timeout"
-        } else {
-            "protocol"
-        };
-        gateway
-            .metrics
-            .upstream_errors
-            .with_label_values(&[ctx.server_name(), kind])
-            .inc();
+        let kind = if error == Some(GatewayError::UpstreamTimeout) { "timeout" } else { "protocol" };
+        Metrics::global().upstream_errors.with_label_values(&[ctx.server_name(), kind]).inc();
     }
     let Some(error) = error else {
-        return FailToProxy {
-            error_code: 0,
-            can_reuse_downstream: false,
-        };
+        return FailToProxy { error_code: 0, can_reuse_downstream: false };
     };
     ctx.error = Some(error);
     if session.response_written().is_none() {
-        if let Err(write_error) = respond(session, ctx, error).await {
+        if let Err(write_error) = respond(session, ctx, error, None).await {
             tracing::debug!("cannot write the error response: {write_error}");
         }
     }
-    FailToProxy {
-        error_code: error.status(),
-        can_reuse_downstream: false,
-    }
+    FailToProxy { error_code: error.status(), can_reuse_downstream: false }
 }

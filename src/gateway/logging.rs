@@ -3,26 +3,21 @@
 use pingora::proxy::Session;
 use pingora::Error;
 
-use super::{Gateway, RequestCtx};
+use super::RequestCtx;
+use crate::metrics::Metrics;
 
 /// Records the finished request.
-pub fn finish(gateway: &Gateway, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-    let status = session.response_written().map(|r| r.status).or_else(|| {
-        ctx.error
-            .and_then(|g| http::StatusCode::from_u16(g.status()).ok())
-    });
+pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    let status = session
+        .response_written()
+        .map(|r| r.status)
+        .or_else(|| ctx.error.and_then(|g| http::StatusCode::from_u16(g.status()).ok()));
     let status_label = status.as_ref().map_or("0", http::StatusCode::as_str);
     let server = ctx.server_name();
     let elapsed = ctx.started.elapsed();
-    let metrics = &gateway.metrics;
-    metrics
-        .requests
-        .with_label_values(&[server, status_label])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[server])
-        .observe(elapsed.as_secs_f64());
+    let metrics = Metrics::global();
+    metrics.requests.with_label_values(&[server, status_label]).inc();
+    metrics.request_duration.with_label_values(&[server]).observe(elapsed.as_secs_f64());
     if ctx.is_stream {
         metrics.active_streams.with_label_values(&[server]).dec();
     }
@@ -38,6 +33,8 @@ pub fn finish(gateway: &Gateway, session: &Session, e: Option<&Error>, ctx: &mut
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         upstream = upstream.map(tracing::field::display),
         bytes_sent = session.body_bytes_sent(),
+        subject = ctx.identity.as_ref().map(|i| i.subject()),
+        identity = ctx.identity.as_ref().map(|i| i.source.as_str()),
         error = ctx.error.map(|g| g.reason()).or_else(|| e.map(|e| e.etype().as_str())),
     );
 }

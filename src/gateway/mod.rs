@@ -2,16 +2,18 @@
 //! it reads the request context and calls the modules that do the work.
 //!
 //! ```text
-//! request_filter           request.rs   snapshot the registry, refuse bad paths, match the route
+//! request_filter           request.rs   snapshot the registry, own endpoints (local.rs), refuse bad
+//!                                       paths, match the route, check the origin, authenticate
 //! upstream_peer            upstream.rs  pick the replica, HttpPeer from a pre-resolved address
-//! upstream_request_filter  upstream.rs  rewrite the target, set Host, strip hop-by-hop headers
-//! response filters         response.rs  pass through; count streams; rewrite the legacy endpoint
+//! upstream_request_filter  upstream.rs  rewrite the target, set Host, strip restricted headers
+//! response filters         response.rs  pass through; CORS; count streams; legacy endpoint
 //! fail_to_proxy            errors.rs    JSON (JSON-RPC for MCP POSTs) 502/504 bodies
 //! logging                  logging.rs   metrics and one access-log line
 //! ```
 
 mod context;
 mod errors;
+mod local;
 mod logging;
 mod request;
 mod response;
@@ -29,19 +31,17 @@ use pingora::{Error, Result};
 
 pub use context::RequestCtx;
 
-use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// The gateway: the live registry and the metrics every phase reports to.
 pub struct Gateway {
     registry: Arc<ArcSwap<Registry>>,
-    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
     /// A gateway serving whatever registry `registry` holds at each request's start.
-    pub fn new(registry: Arc<ArcSwap<Registry>>, metrics: Arc<Metrics>) -> Self {
-        Self { registry, metrics }
+    pub fn new(registry: Arc<ArcSwap<Registry>>) -> Self {
+        Self { registry }
     }
 }
 
@@ -57,11 +57,7 @@ impl ProxyHttp for Gateway {
         request::route(self, session, ctx).await
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         upstream::peer(ctx)
     }
 
@@ -72,7 +68,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        upstream::connect_failed(self, ctx, e)
+        upstream::connect_failed(ctx, e)
     }
 
     async fn upstream_request_filter(
@@ -90,8 +86,17 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response::headers(self, session, upstream_response, ctx);
+        response::headers(session, upstream_response, ctx);
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response::downstream_headers(session, upstream_response, ctx)
     }
 
     fn response_body_filter(
@@ -105,16 +110,11 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        errors::fail_to_proxy(self, session, e, ctx).await
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        errors::fail_to_proxy(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        logging::finish(self, session, e, ctx);
+        logging::finish(session, e, ctx);
     }
 }

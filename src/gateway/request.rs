@@ -1,40 +1,114 @@
-//! `request_filter`: snapshot the registry, refuse unusable paths, match the route.
+//! `request_filter`: snapshot the registry, answer the gateway's own endpoints, refuse unusable
+//! paths, match the route, check the origin, authenticate the caller.
+
+use std::sync::Arc;
 
 use pingora::proxy::Session;
 use pingora::Result;
 
-use super::{errors, Gateway, RequestCtx};
+use super::{errors, local, Gateway, RequestCtx};
+use crate::agent_auth::{AuthFailure, WELL_KNOWN_PREFIX};
 use crate::error_body::GatewayError;
+use crate::metrics::Metrics;
+use crate::origin;
+use crate::registry::Registry;
 use crate::routes::has_dot_segment;
 
-/// Routes the request; answers 400/404 itself (returning `Ok(true)`) when it cannot.
+/// Routes and authenticates the request; answers itself (returning `Ok(true)`) when it must.
 pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     let registry = gateway.registry.load_full();
-    let uri = &session.req_header().uri;
-    let path = uri.path();
-    if has_dot_segment(path) {
-        ctx.registry = Some(registry);
-        errors::respond(session, ctx, GatewayError::BadPath).await?;
+    ctx.registry = Some(registry.clone());
+    let path = session.req_header().uri.path();
+    if path.starts_with(WELL_KNOWN_PREFIX) {
+        local::resource_metadata(session, ctx, &registry).await?;
         return Ok(true);
     }
-    let Some((route, server)) = registry.route(path) else {
-        ctx.registry = Some(registry);
-        errors::respond(session, ctx, GatewayError::UnknownRoute).await?;
+    if has_dot_segment(path) {
+        errors::respond(session, ctx, GatewayError::BadPath, None).await?;
+        return Ok(true);
+    }
+    let Some((route, _)) = registry.route(path) else {
+        errors::respond(session, ctx, GatewayError::UnknownRoute, None).await?;
         return Ok(true);
     };
-    let target = server.upstream_target(path, uri.query(), route.prefix_len);
+    ctx.route = Some(route);
+
+    if !origin_allowed(session, &registry, route.server) {
+        record_auth(&registry, route.server, "origin_denied");
+        errors::respond(session, ctx, GatewayError::OriginDenied, None).await?;
+        return Ok(true);
+    }
+    ctx.cors = session.req_header().headers.contains_key(http::header::ORIGIN);
+    if origin::is_preflight(session.req_header()) {
+        local::preflight(session).await?;
+        return Ok(true);
+    }
+
+    if let Err(failure) = authenticate(session, ctx, &registry, route.server).await {
+        let server = &registry.servers[route.server];
+        let resource = server.resource(route);
+        let (error, challenge) = match failure {
+            AuthFailure::MissingToken => {
+                (GatewayError::MissingToken, resource.map(|r| r.challenge_missing.clone()))
+            }
+            AuthFailure::InvalidToken(r) => {
+                (GatewayError::InvalidToken(r), resource.map(|r| r.challenge_invalid.clone()))
+            }
+            AuthFailure::InsufficientScope => {
+                (GatewayError::InsufficientScope, resource.map(|r| r.challenge_scope.clone()))
+            }
+            AuthFailure::TokenInQuery => (GatewayError::TokenInQuery, None),
+            AuthFailure::MissingUser => (GatewayError::MissingUser, None),
+            AuthFailure::Unavailable => (GatewayError::AuthUnavailable, None),
+        };
+        errors::respond(session, ctx, error, challenge).await?;
+        return Ok(true);
+    }
+
+    let server = &registry.servers[route.server];
+    let uri = &session.req_header().uri;
+    let target = server.upstream_target(uri.path(), uri.query(), route.prefix_len);
     ctx.target = match http::Uri::try_from(target) {
         Ok(target) => Some(target),
         Err(_) => {
-            ctx.registry = Some(registry);
-            errors::respond(session, ctx, GatewayError::BadPath).await?;
+            errors::respond(session, ctx, GatewayError::BadPath, None).await?;
             return Ok(true);
         }
     };
     ctx.stream_capable = accepts_event_stream(session);
-    ctx.route = Some(route);
-    ctx.registry = Some(registry);
     Ok(false)
+}
+
+fn origin_allowed(session: &Session, registry: &Registry, server: usize) -> bool {
+    let loopback = session.server_addr().and_then(|a| a.as_inet()).is_some_and(|a| a.ip().is_loopback());
+    registry.servers[server].origins.allows(session.req_header(), loopback, &registry.public_host)
+}
+
+/// Runs the server's agent authentication and keeps the identity in the context.
+async fn authenticate(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    registry: &Arc<Registry>,
+    server: usize,
+) -> Result<(), AuthFailure> {
+    let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let result = registry.servers[server].auth.authenticate(session.req_header(), client).await;
+    match result {
+        Ok(identity) => {
+            record_auth(registry, server, "ok");
+            ctx.identity = Some(identity);
+            Ok(())
+        }
+        Err(failure) => {
+            record_auth(registry, server, failure.reason());
+            Err(failure)
+        }
+    }
+}
+
+fn record_auth(registry: &Registry, server: usize, result: &str) {
+    let server = &registry.servers[server];
+    Metrics::global().auth_outcomes.with_label_values(&[&server.name, server.auth.mode(), result]).inc();
 }
 
 /// True when the client's `Accept` admits `text/event-stream` (GET streams and Streamable HTTP

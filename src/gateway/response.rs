@@ -5,19 +5,27 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use super::{Gateway, RequestCtx};
+use super::RequestCtx;
+use crate::metrics::Metrics;
+use crate::origin;
 use crate::sse_endpoint::{EndpointMapping, EndpointRewriter};
 
-/// Inspects the upstream response header.
-pub fn headers(
-    gateway: &Gateway,
+/// Adds CORS headers for browser callers to whatever goes downstream.
+pub fn downstream_headers(
     session: &Session,
     response: &mut ResponseHeader,
-    ctx: &mut RequestCtx,
-) {
+    ctx: &RequestCtx,
+) -> pingora::Result<()> {
+    if ctx.cors {
+        origin::add_cors(session.req_header(), response)?;
+    }
+    Ok(())
+}
+
+/// Inspects the upstream response header.
+pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) {
     if let Some(sent) = ctx.upstream_sent_at {
-        gateway
-            .metrics
+        Metrics::global()
             .upstream_duration
             .with_label_values(&[ctx.server_name()])
             .observe(sent.elapsed().as_secs_f64());
@@ -30,11 +38,7 @@ pub fn headers(
         return;
     }
     ctx.is_stream = true;
-    gateway
-        .metrics
-        .active_streams
-        .with_label_values(&[ctx.server_name()])
-        .inc();
+    Metrics::global().active_streams.with_label_values(&[ctx.server_name()]).inc();
 
     // Only a GET opens a legacy HTTP+SSE stream, the one place an `endpoint` event appears.
     if session.req_header().method != http::Method::GET {
@@ -49,11 +53,7 @@ pub fn headers(
     let mapping = EndpointMapping {
         upstream_base: upstream.base_path.clone(),
         sse_request_path: target.path().to_owned(),
-        gateway_prefix: format!(
-            "{}{}",
-            registry.public_base_path,
-            &request_path[..route.prefix_len]
-        ),
+        gateway_prefix: format!("{}{}", registry.public_base_path, &request_path[..route.prefix_len]),
     };
     ctx.rewriter = Some(EndpointRewriter::new(mapping));
     // The rewritten event changes the length; SSE has none in practice, but never send a wrong one.

@@ -7,8 +7,8 @@ use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use super::{Gateway, RequestCtx};
-use crate::headers::strip_hop_by_hop;
+use super::RequestCtx;
+use crate::metrics::Metrics;
 
 /// The peer for this attempt, from an address resolved when the config loaded (no DNS here).
 pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -16,11 +16,7 @@ pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         .server()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
     let upstream = server.upstream_for_attempt(ctx.attempt).clone();
-    let read_timeout = if ctx.stream_capable {
-        server.stream_idle_timeout
-    } else {
-        server.read_timeout
-    };
+    let read_timeout = if ctx.stream_capable { server.stream_idle_timeout } else { server.read_timeout };
     let connect_timeout = server.connect_timeout;
 
     let mut peer = HttpPeer::new(upstream.addr(), upstream.tls, upstream.sni.clone());
@@ -36,20 +32,17 @@ pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
 
 /// A failed connect is retried on the next replica while there is one not yet tried; nothing
 /// was sent yet, so the retry is safe for every method.
-pub fn connect_failed(gateway: &Gateway, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     let replicas = ctx.server().map_or(0, |s| s.upstreams.len());
-    gateway
-        .metrics
-        .upstream_errors
-        .with_label_values(&[ctx.server_name(), "connect"])
-        .inc();
+    Metrics::global().upstream_errors.with_label_values(&[ctx.server_name(), "connect"]).inc();
     if ctx.attempt < replicas {
         e.set_retry(true);
     }
     e
 }
 
-/// Rewrites the target onto the upstream's path, sets `Host`, removes hop-by-hop headers.
+/// Rewrites the target onto the upstream's path, sets `Host`, removes the headers the server's
+/// policy strips (hop-by-hop, the caller's credentials, restricted globs).
 /// Runs again on every retry, so it only copies what `request_filter` prepared.
 pub fn prepare_request(request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
     if let Some(target) = &ctx.target {
@@ -58,7 +51,9 @@ pub fn prepare_request(request: &mut RequestHeader, ctx: &mut RequestCtx) -> Res
     if let Some(upstream) = &ctx.upstream {
         request.insert_header(http::header::HOST, upstream.host_header.clone())?;
     }
-    strip_hop_by_hop(request);
+    if let Some(server) = ctx.server() {
+        server.headers.apply(request);
+    }
     ctx.upstream_sent_at = Some(Instant::now());
     Ok(())
 }

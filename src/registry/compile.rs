@@ -1,15 +1,29 @@
 //! Validation: turns a [`Config`] into a [`Registry`], collecting every error with its YAML path.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::auth::{compile_agent_auth, compile_providers};
 use super::{Listener, McpServer, Registry};
-use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig, ServerConfig};
+use crate::agent_auth::{AgentAuth, JwtProvider, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX};
+use crate::config::{
+    AgentAuthConfig, Config, ConfigError, ConfigErrors, IdentityProviderConfig, ListenerConfig, ServerConfig,
+};
+use crate::headers::HeaderPolicy;
+use crate::origin::OriginPolicy;
 use crate::routes::{alias_path, RouteTable};
 use crate::upstream::Upstream;
+
+/// What every server's compilation needs to know about the rest of the config.
+struct Shared<'a> {
+    public: Option<PublicUrl>,
+    providers: BTreeMap<String, Arc<JwtProvider>>,
+    provider_configs: &'a BTreeMap<String, IdentityProviderConfig>,
+    default_auth: Option<&'a AgentAuthConfig>,
+}
 
 /// Paths the gateway keeps for itself; no server prefix may claim them.
 const RESERVED_PREFIXES: [&str; 2] = ["/servers", "/.well-known"];
@@ -19,9 +33,10 @@ impl Registry {
     /// config file's folder). Upstream host names are resolved here, never per request.
     pub fn compile(config: Config, base_dir: &Path) -> Result<Registry, ConfigErrors> {
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
 
         let listeners = compile_listeners(&config.listen, base_dir, &mut errors);
-        let public_base_path = compile_public_url(&config.public_url, &mut errors);
+        let public = compile_public_url(&config.public_url, &mut errors);
 
         let admin_addr = parse_socket_addr(&config.admin.listen, "admin.listen", &mut errors);
         if let Some(admin) = admin_addr {
@@ -33,15 +48,31 @@ impl Registry {
             }
         }
         let admin_token = config.admin.auth_token.as_ref().and_then(|source| {
-            source
-                .resolve(base_dir)
-                .map_err(|e| errors.push(ConfigError::new("admin.auth_token", e)))
-                .ok()
+            source.resolve(base_dir).map_err(|e| errors.push(ConfigError::new("admin.auth_token", e))).ok()
         });
 
         if config.dns_refresh.0 < Duration::from_secs(1) {
             errors.push(ConfigError::new("dns_refresh", "must be at least 1s"));
         }
+
+        let providers = compile_providers(&config.identity_providers, base_dir, &mut errors, &mut warnings);
+        if let Some(default_auth) = &config.agent_auth {
+            // Checked once here; servers that inherit it do not repeat its errors.
+            compile_agent_auth(
+                default_auth,
+                &providers,
+                &config.identity_providers,
+                "agent_auth",
+                &mut errors,
+                &mut Vec::new(),
+            );
+        }
+        let shared = Shared {
+            public: public.clone(),
+            providers,
+            provider_configs: &config.identity_providers,
+            default_auth: config.agent_auth.as_ref(),
+        };
 
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
@@ -69,7 +100,9 @@ impl Registry {
                         format!("another server already uses the path \"{}\"", server.path),
                     ));
                 }
-                if let Some(compiled) = compile_server(server, prefix, &at, &mut errors) {
+                if let Some(compiled) =
+                    compile_server(server, prefix, &at, &shared, &mut errors, &mut warnings)
+                {
                     servers.push(compiled);
                 }
             }
@@ -82,13 +115,31 @@ impl Registry {
             servers
                 .iter()
                 .enumerate()
-                .flat_map(|(i, s)| [(s.prefix.clone(), i), (alias_path(&s.name), i)]),
+                .flat_map(|(i, s)| [(s.prefix.clone(), i, false), (alias_path(&s.name), i, true)]),
         );
+        let public = public.unwrap_or(PublicUrl { origin: String::new(), base_path: String::new() });
+        let mut metadata_paths = HashMap::new();
+        for (i, server) in servers.iter().enumerate().filter(|(_, s)| s.resources.is_some()) {
+            for (route, via_alias) in [(server.prefix.clone(), false), (alias_path(&server.name), true)] {
+                metadata_paths
+                    .insert(format!("{WELL_KNOWN_PREFIX}{}{route}", public.base_path), (i, via_alias));
+                // Also where a path-stripping proxy in front would send it.
+                metadata_paths.insert(format!("{WELL_KNOWN_PREFIX}{route}"), (i, via_alias));
+            }
+        }
+        let public_host = url::Url::parse(&config.public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
         Ok(Registry {
+            public_host,
+            providers: shared.providers,
+            metadata_paths,
+            warnings,
             listeners,
             admin_addr: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
             admin_token,
-            public_base_path: public_base_path.unwrap_or_default(),
+            public_base_path: public.base_path,
             dns_refresh: config.dns_refresh.0,
             servers,
             routes,
@@ -117,10 +168,7 @@ fn compile_listeners(
             continue;
         };
         if !seen.insert(addr) {
-            errors.push(ConfigError::new(
-                at.clone(),
-                format!("{addr} is listed twice"),
-            ));
+            errors.push(ConfigError::new(at.clone(), format!("{addr} is listed twice")));
         }
         let tls = listener.tls.as_ref().and_then(|tls| {
             let cert = base_dir.join(&tls.cert).to_string_lossy().into_owned();
@@ -128,12 +176,20 @@ fn compile_listeners(
             match pingora::tls::load_certs_and_key_files(&cert, &key) {
                 Ok(Some(_)) => Some((cert, key)),
                 Ok(None) => {
-                    errors.push(ConfigError::new(format!("{at}.tls"), "no certificate or no private key found in the PEM files")
-                        .hint("cert holds the chain (BEGIN CERTIFICATE), key a PKCS#8, PKCS#1 or SEC1 key"));
+                    errors.push(
+                        ConfigError::new(
+                            format!("{at}.tls"),
+                            "no certificate or no private key found in the PEM files",
+                        )
+                        .hint("cert holds the chain (BEGIN CERTIFICATE), key a PKCS#8, PKCS#1 or SEC1 key"),
+                    );
                     None
                 }
                 Err(e) => {
-                    errors.push(ConfigError::new(format!("{at}.tls"), format!("cannot load the certificate or key: {e}")));
+                    errors.push(ConfigError::new(
+                        format!("{at}.tls"),
+                        format!("cannot load the certificate or key: {e}"),
+                    ));
                     None
                 }
             }
@@ -154,7 +210,7 @@ fn parse_socket_addr(text: &str, at: &str, errors: &mut Vec<ConfigError>) -> Opt
         .ok()
 }
 
-fn compile_public_url(text: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+fn compile_public_url(text: &str, errors: &mut Vec<ConfigError>) -> Option<PublicUrl> {
     let url = match url::Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
         Ok(_) => {
@@ -173,21 +229,19 @@ fn compile_public_url(text: &str, errors: &mut Vec<ConfigError>) -> Option<Strin
         }
     };
     if url.query().is_some() || url.fragment().is_some() {
-        errors.push(ConfigError::new(
-            "public_url",
-            "must not have a query string or fragment",
-        ));
+        errors.push(ConfigError::new("public_url", "must not have a query string or fragment"));
         return None;
     }
-    Some(url.path().trim_end_matches('/').to_owned())
+    Some(PublicUrl {
+        origin: url.origin().ascii_serialization(),
+        base_path: url.path().trim_end_matches('/').to_owned(),
+    })
 }
 
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A prefix is `/` or `/seg[/seg…]` of unreserved characters, without a trailing `/`.
@@ -202,17 +256,14 @@ fn compile_prefix(path: &str, at: &str, errors: &mut Vec<ConfigError>) -> Option
             !seg.is_empty()
                 && seg != "."
                 && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
         });
     if !well_formed {
         errors.push(ConfigError::new(at, format!("invalid path \"{path}\"")).hint(hint));
         return None;
     }
-    if let Some(reserved) = RESERVED_PREFIXES
-        .iter()
-        .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+    if let Some(reserved) =
+        RESERVED_PREFIXES.iter().find(|r| path == **r || path.starts_with(&format!("{r}/")))
     {
         errors.push(ConfigError::new(
             at,
@@ -227,7 +278,9 @@ fn compile_server(
     server: &ServerConfig,
     prefix: String,
     at: &str,
+    shared: &Shared<'_>,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
 ) -> Option<McpServer> {
     let urls: Vec<(String, &str)> = match (&server.upstream, server.upstreams.is_empty()) {
         (Some(url), true) => vec![(format!("{at}.upstream"), url.as_str())],
@@ -245,9 +298,7 @@ fn compile_server(
             return None;
         }
         (None, true) => {
-            errors.push(
-                ConfigError::new(at, "no upstream").hint("add `upstream: http://host:port/mcp`"),
-            );
+            errors.push(ConfigError::new(at, "no upstream").hint("add `upstream: http://host:port/mcp`"));
             return None;
         }
     };
@@ -261,10 +312,7 @@ fn compile_server(
     }
     if let Some(first) = upstreams.first() {
         if upstreams.iter().any(|u| u.base_path != first.base_path) {
-            errors.push(ConfigError::new(
-                format!("{at}.upstreams"),
-                "all replicas must have the same path",
-            ));
+            errors.push(ConfigError::new(format!("{at}.upstreams"), "all replicas must have the same path"));
         }
     }
     for (field, value) in [
@@ -273,28 +321,72 @@ fn compile_server(
         ("stream_idle_timeout", server.stream_idle_timeout.0),
     ] {
         if value.is_zero() {
-            errors.push(ConfigError::new(
-                format!("{at}.{field}"),
-                "must be greater than zero",
-            ));
+            errors.push(ConfigError::new(format!("{at}.{field}"), "must be greater than zero"));
         }
     }
     if let Some(sni) = &server.tls.sni {
-        if sni.is_empty()
-            || !sni
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-        {
-            errors.push(ConfigError::new(
-                format!("{at}.tls.sni"),
-                format!("\"{sni}\" is not a host name"),
-            ));
+        if sni.is_empty() || !sni.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+            errors.push(ConfigError::new(format!("{at}.tls.sni"), format!("\"{sni}\" is not a host name")));
+        }
+    }
+    let auth = compile_server_auth(server, at, shared, errors, warnings);
+    let headers = auth.as_ref().and_then(|auth| {
+        HeaderPolicy::new(auth.proxy_header(), &server.restricted_headers)
+            .map_err(|(i, e)| {
+                errors.push(ConfigError::new(
+                    format!("{at}.restricted_headers[{i}]"),
+                    format!("invalid glob: {e}"),
+                ))
+            })
+            .ok()
+    });
+    for (i, origin) in server.allowed_origins.iter().enumerate() {
+        let valid = url::Url::parse(origin)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/" && u.query().is_none());
+        if valid.is_none() {
+            errors.push(
+                ConfigError::new(
+                    format!("{at}.allowed_origins[{i}]"),
+                    format!("\"{origin}\" is not an origin"),
+                )
+                .hint("an origin is scheme://host[:port], like https://app.example.com"),
+            );
         }
     }
     if errors.len() > before {
         return None;
     }
+    let (auth, headers) = (auth?, headers?);
+    let resources = match (auth.jwt(), &shared.public) {
+        (Some(check), Some(public)) => {
+            let build = |route: &str| {
+                ProtectedResource::new(
+                    public,
+                    route,
+                    &server.name,
+                    &check.provider.authorization_servers,
+                    &check.scopes,
+                )
+            };
+            match (build(&prefix), build(&alias_path(&server.name))) {
+                (Some(a), Some(b)) => Some(Box::new([a, b])),
+                _ => {
+                    errors.push(ConfigError::new(
+                        format!("{at}.agent_auth"),
+                        "cannot build the resource metadata challenge",
+                    ));
+                    return None;
+                }
+            }
+        }
+        _ => None,
+    };
     Some(McpServer {
+        auth,
+        headers,
+        origins: OriginPolicy::new(&server.allowed_origins),
+        resources,
         name: server.name.as_str().into(),
         prefix,
         strip_prefix: server.strip_prefix,
@@ -303,6 +395,37 @@ fn compile_server(
         read_timeout: server.read_timeout.0,
         stream_idle_timeout: server.stream_idle_timeout.0,
     })
+}
+
+fn compile_server_auth(
+    server: &ServerConfig,
+    at: &str,
+    shared: &Shared<'_>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<AgentAuth> {
+    let path = format!("{at}.agent_auth");
+    match (&server.agent_auth, shared.default_auth) {
+        (Some(own), _) => {
+            compile_agent_auth(own, &shared.providers, shared.provider_configs, &path, errors, warnings)
+        }
+        // The default's errors were reported at `agent_auth`; its warnings name this server.
+        (None, Some(default)) => compile_agent_auth(
+            default,
+            &shared.providers,
+            shared.provider_configs,
+            &path,
+            &mut Vec::new(),
+            warnings,
+        ),
+        (None, None) => {
+            errors.push(
+                ConfigError::new(at, "no agent_auth, here or at the top level")
+                    .hint("set agent_auth: {mode: jwt, provider: …} (or trusted_proxy, passthrough, or none with allow_unauthenticated: true)"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_good_config_compiles_with_both_routes_per_server() {
-        let r = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: https://mcp.example.com/gw/\nservers:\n  - {name: gh, path: /github, upstream: \"http://127.0.0.1:3001/mcp\"}\n").unwrap();
+        let r = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: https://mcp.example.com/gw/\nagent_auth: {mode: none, allow_unauthenticated: true}\nservers:\n  - {name: gh, path: /github, upstream: \"http://127.0.0.1:3001/mcp\"}\n").unwrap();
         assert_eq!(r.public_base_path, "/gw");
         assert_eq!(r.route("/github/x").unwrap().1.name.as_ref(), "gh");
         assert_eq!(r.route("/servers/gh/mcp").unwrap().1.name.as_ref(), "gh");
@@ -325,7 +448,7 @@ mod tests {
     #[test]
     fn every_error_is_reported_with_its_path() {
         let err = compile(
-            "listen: [\"nowhere\"]\npublic_url: ftp://x\nservers:\n  - {name: \"a b\", path: github, upstream: \"http://127.0.0.1:1\"}\n  - {name: c, path: /servers/c, upstream: \"gopher://127.0.0.1\"}\n  - {name: d, path: /d}\n  - {name: e, path: /e, upstream: \"http://127.0.0.1:1\", connect_timeout: 0s}\n",
+            "listen: [\"nowhere\"]\npublic_url: ftp://x\nagent_auth: {mode: none, allow_unauthenticated: true}\nservers:\n  - {name: \"a b\", path: github, upstream: \"http://127.0.0.1:1\"}\n  - {name: c, path: /servers/c, upstream: \"gopher://127.0.0.1\"}\n  - {name: d, path: /d}\n  - {name: e, path: /e, upstream: \"http://127.0.0.1:1\", connect_timeout: 0s}\n",
         )
         .unwrap_err();
         let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
@@ -346,7 +469,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_and_paths_are_refused() {
-        let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nservers:\n  - {name: a, path: /a, upstream: \"http://127.0.0.1:1\"}\n  - {name: a, path: /a, upstream: \"http://127.0.0.1:1\"}\n").unwrap_err();
+        let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nagent_auth: {mode: none, allow_unauthenticated: true}\nservers:\n  - {name: a, path: /a, upstream: \"http://127.0.0.1:1\"}\n  - {name: a, path: /a, upstream: \"http://127.0.0.1:1\"}\n").unwrap_err();
         assert_eq!(err.0.len(), 2, "{err}");
         assert!(err.to_string().contains("duplicate server name"));
         assert!(err.to_string().contains("already uses the path"));
@@ -356,16 +479,15 @@ mod tests {
     fn a_missing_secret_names_the_variable() {
         let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nadmin: {auth_token: \"${env:PORTCULLIS_UNSET_FOR_TEST}\"}\n").unwrap_err();
         assert!(
-            err.to_string().contains(
-                "admin.auth_token: environment variable PORTCULLIS_UNSET_FOR_TEST is not set"
-            ),
+            err.to_string()
+                .contains("admin.auth_token: environment variable PORTCULLIS_UNSET_FOR_TEST is not set"),
             "{err}"
         );
     }
 
     #[test]
     fn replicas_must_share_a_path() {
-        let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nservers:\n  - {name: a, path: /a, upstreams: [\"http://127.0.0.1:1/mcp\", \"http://127.0.0.1:2/other\"]}\n").unwrap_err();
+        let err = compile("listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nagent_auth: {mode: none, allow_unauthenticated: true}\nservers:\n  - {name: a, path: /a, upstreams: [\"http://127.0.0.1:1/mcp\", \"http://127.0.0.1:2/other\"]}\n").unwrap_err();
         assert_eq!(err.0[0].path, "servers[0].upstreams");
     }
 }

@@ -3,13 +3,18 @@
 //! A [`Registry`] is built once per config load by [`Registry::compile`], shared through an
 //! `ArcSwap`, and snapshotted once per request, so a reload never changes a request mid-way.
 
+mod auth;
 mod compile;
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
+use crate::agent_auth::{AgentAuth, JwtProvider, ProtectedResource};
+use crate::config::{Config, ConfigError};
+use crate::headers::HeaderPolicy;
+use crate::origin::OriginPolicy;
 use crate::routes::{RouteMatch, RouteTable};
 use crate::upstream::Upstream;
 
@@ -23,7 +28,6 @@ pub struct Listener {
 }
 
 /// One MCP server as the hot path sees it.
-#[derive(Debug)]
 pub struct McpServer {
     /// The configured name (a metric label and a log field).
     pub name: Arc<str>,
@@ -39,6 +43,22 @@ pub struct McpServer {
     pub read_timeout: Duration,
     /// Read timeout for requests that may receive an event stream.
     pub stream_idle_timeout: Duration,
+    /// Who may reach the server.
+    pub auth: AgentAuth,
+    /// Headers stripped before forwarding.
+    pub headers: HeaderPolicy,
+    /// Browser origins allowed.
+    pub origins: OriginPolicy,
+    /// Resource metadata and challenges for the prefix (`[0]`) and alias (`[1]`) routes, in
+    /// the modes that check a JWT.
+    pub resources: Option<Box<[ProtectedResource; 2]>>,
+}
+
+impl McpServer {
+    /// The protected resource a route match stands for.
+    pub fn resource(&self, route: RouteMatch) -> Option<&ProtectedResource> {
+        self.resources.as_ref().map(|r| &r[usize::from(route.via_alias)])
+    }
 }
 
 impl McpServer {
@@ -53,11 +73,7 @@ impl McpServer {
     /// The upstream request target for a request path (and query) that matched this server at
     /// `prefix_len` bytes.
     pub fn upstream_target(&self, path: &str, query: Option<&str>, prefix_len: usize) -> String {
-        let rest = if self.strip_prefix {
-            &path[prefix_len..]
-        } else {
-            path
-        };
+        let rest = if self.strip_prefix { &path[prefix_len..] } else { path };
         let base = &self.upstreams[0].base_path;
         let mut target =
             String::with_capacity(base.len() + rest.len() + 1 + query.map_or(0, |q| q.len() + 1));
@@ -79,7 +95,6 @@ impl McpServer {
 }
 
 /// The compiled configuration.
-#[derive(Debug)]
 pub struct Registry {
     /// The config it was compiled from (shown, redacted, by the admin `/config`).
     pub source: Arc<Config>,
@@ -91,6 +106,14 @@ pub struct Registry {
     pub admin_token: Option<crate::config::Secret>,
     /// Path of `public_url` without a trailing `/` (`""` at the root).
     pub public_base_path: String,
+    /// Host of `public_url` (always accepted as `Host`/`Origin` on loopback listeners).
+    pub public_host: String,
+    /// Identity providers by name.
+    pub providers: BTreeMap<String, Arc<JwtProvider>>,
+    /// Resource metadata paths → (server, via alias).
+    pub metadata_paths: HashMap<String, (usize, bool)>,
+    /// Things that are allowed but worth a look (printed by `check`, logged by `run`).
+    pub warnings: Vec<ConfigError>,
     /// Interval of background DNS refresh.
     pub dns_refresh: Duration,
     /// Servers, indexed by [`RouteMatch::server`].
@@ -100,7 +123,23 @@ pub struct Registry {
     pub loaded_at: SystemTime,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("listeners", &self.listeners)
+            .field("servers", &self.servers.iter().map(|s| &s.name).collect::<Vec<_>>())
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Registry {
+    /// The resource metadata document published at `path`, if any.
+    pub fn metadata(&self, path: &str) -> Option<&ProtectedResource> {
+        let &(server, via_alias) = self.metadata_paths.get(path)?;
+        self.servers[server].resources.as_ref().map(|r| &r[usize::from(via_alias)])
+    }
+
     /// The server and match for a request path.
     pub fn route(&self, path: &str) -> Option<(RouteMatch, &McpServer)> {
         let m = self.routes.find(path)?;
@@ -121,6 +160,10 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             stream_idle_timeout: Duration::from_secs(1),
+            auth: AgentAuth::None,
+            headers: HeaderPolicy::new(None, &[]).unwrap(),
+            origins: OriginPolicy::default(),
+            resources: None,
         }
     }
 
@@ -131,10 +174,7 @@ mod tests {
         assert_eq!(s.upstream_target("/gh/sse", Some("a=1"), 3), "/mcp/sse?a=1");
         let root = server("http://127.0.0.1:1/", true);
         assert_eq!(root.upstream_target("/gh", None, 3), "/");
-        assert_eq!(
-            root.upstream_target("/gh/message", Some("sessionId=x"), 3),
-            "/message?sessionId=x"
-        );
+        assert_eq!(root.upstream_target("/gh/message", Some("sessionId=x"), 3), "/message?sessionId=x");
         let slash = server("http://127.0.0.1:1/api/", true);
         assert_eq!(slash.upstream_target("/gh/x", None, 3), "/api/x");
     }
@@ -148,9 +188,7 @@ mod tests {
     #[test]
     fn a_failed_connect_moves_to_the_next_replica() {
         let mut s = server("http://127.0.0.1:1", true);
-        s.upstreams.push(Arc::new(
-            Upstream::from_url("http://127.0.0.1:2", None, true).unwrap(),
-        ));
+        s.upstreams.push(Arc::new(Upstream::from_url("http://127.0.0.1:2", None, true).unwrap()));
         assert_eq!(s.upstream_for_attempt(0).port, 1);
         assert_eq!(s.upstream_for_attempt(1).port, 2);
         assert_eq!(s.upstream_for_attempt(2).port, 1);

@@ -123,6 +123,7 @@ def main():
                 f"""listen: ["127.0.0.1:{gw_port}"]
 public_url: http://127.0.0.1:{gw_port}
 admin: {{listen: "127.0.0.1:{admin_port}"}}
+agent_auth: {{mode: none, allow_unauthenticated: true}}
 servers:
   - name: everything
     path: /everything

@@ -36,12 +36,19 @@ fn die_with_parent(command: &mut Command) {
 
 impl Gateway {
     /// Starts a gateway whose config is `servers_yaml` (the `servers:` list and anything else
-    /// after it) under generated `listen`, `public_url` and `admin` sections.
+    /// after it) under generated `listen`, `public_url` and `admin` sections. Unless the text sets
+    /// a top-level `agent_auth`, servers default to no authentication.
     pub fn start(servers_yaml: &str) -> Self {
         let port = free_port();
         let admin_port = free_port();
+        let default_auth =
+            if servers_yaml.starts_with("agent_auth:") || servers_yaml.contains("\nagent_auth:") {
+                ""
+            } else {
+                "agent_auth: {mode: none, allow_unauthenticated: true}\n"
+            };
         let yaml = format!(
-            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\n{servers_yaml}"
+            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\n{default_auth}{servers_yaml}"
         );
         Self::start_with_config(&yaml, port, admin_port, &[])
     }
@@ -62,12 +69,7 @@ impl Gateway {
             .stderr(log);
         die_with_parent(&mut command);
         let child = command.spawn().expect("spawn portcullis");
-        let mut gateway = Self {
-            child,
-            port,
-            admin_port,
-            dir,
-        };
+        let mut gateway = Self { child, port, admin_port, dir };
         gateway.wait_ready();
         gateway
     }
@@ -82,11 +84,7 @@ impl Gateway {
             if up(self.port) && up(self.admin_port) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not start:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "gateway did not start:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -121,21 +119,13 @@ impl Drop for Gateway {
 
 /// Runs `portcullis check -c <path>`.
 pub fn check(path: &Path) -> Output {
-    Command::new(binary())
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .expect("run portcullis check")
+    Command::new(binary()).args(["check", "-c"]).arg(path).output().expect("run portcullis check")
 }
 
 /// Runs `portcullis run -c <path>` and expects it to refuse to start; returns its output.
 pub fn run_expecting_refusal(path: &Path) -> Output {
     let mut command = Command::new(binary());
-    command
-        .args(["run", "-c"])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(["run", "-c"]).arg(path).stdout(Stdio::piped()).stderr(Stdio::piped());
     die_with_parent(&mut command);
     let child = command.spawn().expect("spawn portcullis");
     child.wait_with_output().expect("portcullis output")

@@ -45,19 +45,10 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// A complete response.
-    Full {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-    },
+    Full { status: u16, headers: Vec<(String, String)>, body: Bytes },
     /// A streamed response; with `hold_open` the stream stays open after the steps until the
     /// client goes away.
-    Stream {
-        status: u16,
-        headers: Vec<(String, String)>,
-        steps: Vec<Step>,
-        hold_open: bool,
-    },
+    Stream { status: u16, headers: Vec<(String, String)>, steps: Vec<Step>, hold_open: bool },
     /// Wait this long before answering 200 (for timeouts).
     Stall(Duration),
 }
@@ -99,21 +90,14 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Starts a mock on the current tokio runtime.
     pub async fn start(script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mock upstream");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let release = Arc::new(Notify::new());
         let client_gone = Arc::new(AtomicBool::new(false));
         let client_gone_notify = Arc::new(Notify::new());
         let script: Script = Arc::new(script);
-        let state = (
-            requests.clone(),
-            release.clone(),
-            client_gone.clone(),
-            client_gone_notify.clone(),
-        );
+        let state = (requests.clone(), release.clone(), client_gone.clone(), client_gone_notify.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (requests, release, gone, gone_notify) = state.clone();
@@ -135,13 +119,7 @@ impl MockUpstream {
                 });
             }
         });
-        Self {
-            addr,
-            requests,
-            release,
-            client_gone,
-            client_gone_notify,
-        }
+        Self { addr, requests, release, client_gone, client_gone_notify }
     }
 
     /// `http://<addr><path>`.
@@ -165,8 +143,7 @@ impl MockUpstream {
         if self.client_gone.load(Ordering::SeqCst) {
             return true;
         }
-        tokio::time::timeout(limit, notified).await.is_ok()
-            || self.client_gone.load(Ordering::SeqCst)
+        tokio::time::timeout(limit, notified).await.is_ok() || self.client_gone.load(Ordering::SeqCst)
     }
 }
 
@@ -179,18 +156,10 @@ async fn handle(
     gone_notify: Arc<Notify>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let recorded = Recorded {
         method: parts.method.to_string(),
-        target: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        target: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         headers: parts.headers,
         body,
     };
@@ -199,21 +168,12 @@ async fn handle(
         all.push(recorded);
     }
     let (status, headers, body): (u16, Vec<(String, String)>, Body) = match reply {
-        Reply::Full {
-            status,
-            headers,
-            body,
-        } => (status, headers, Full::new(body).boxed()),
+        Reply::Full { status, headers, body } => (status, headers, Full::new(body).boxed()),
         Reply::Stall(duration) => {
             tokio::time::sleep(duration).await;
             (200, vec![], Full::new(Bytes::from_static(b"late")).boxed())
         }
-        Reply::Stream {
-            status,
-            headers,
-            steps,
-            hold_open,
-        } => {
+        Reply::Stream { status, headers, steps, hold_open } => {
             let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
             tokio::spawn(async move {
                 for step in steps {
@@ -229,26 +189,20 @@ async fn handle(
                 }
                 if hold_open {
                     // Keep writing comments so a vanished client is noticed.
-                    while tx
-                        .send(Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))))
-                        .await
-                        .is_ok()
-                    {
+                    while tx.send(Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n")))).await.is_ok() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     gone.store(true, Ordering::SeqCst);
                     gone_notify.notify_waiters();
                 }
             });
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|f| (f, rx))
-            });
+            let stream =
+                futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
             (status, headers, BodyExt::boxed(StreamBody::new(stream)))
         }
     };
     let mut response = Response::new(body);
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (
             hyper::header::HeaderName::from_bytes(name.as_bytes()),
