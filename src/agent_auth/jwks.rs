@@ -190,6 +190,8 @@ pub struct RemoteJwks {
     last_attempt_ms: AtomicU64,
     epoch: Instant,
     fetch_lock: tokio::sync::Mutex<()>,
+    /// A fetch is running (set and cleared under `fetch_lock`).
+    fetching: AtomicBool,
     refresh_in_flight: AtomicBool,
     on_keys_removed: Box<dyn Fn() + Send + Sync>,
 }
@@ -220,6 +222,7 @@ impl RemoteJwks {
             last_attempt_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             fetch_lock: tokio::sync::Mutex::new(()),
+            fetching: AtomicBool::new(false),
             refresh_in_flight: AtomicBool::new(false),
             on_keys_removed,
         }
@@ -243,7 +246,11 @@ impl RemoteJwks {
         if !found.is_empty() {
             return Ok(found);
         }
-        if self.in_cooldown() {
+        // Refuse at once only inside the cooldown with no fetch running or finished since we
+        // looked; otherwise wait for that fetch (refetch returns when it is done) and look again.
+        let nothing_new =
+            self.generation.load(Ordering::Acquire) == seen && !self.fetching.load(Ordering::Acquire);
+        if nothing_new && self.in_cooldown() {
             return Err(KeyLookupError::Unknown);
         }
         self.refetch(seen).await;
@@ -297,6 +304,7 @@ impl RemoteJwks {
         if self.generation.load(Ordering::Acquire) != seen || self.in_cooldown() {
             return;
         }
+        self.fetching.store(true, Ordering::Release);
         self.last_attempt_ms.store(self.now_ms(), Ordering::Release);
         let started = Instant::now();
         let result = self.fetch().await;
@@ -327,6 +335,7 @@ impl RemoteJwks {
             }
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.fetching.store(false, Ordering::Release);
     }
 
     async fn fetch(&self) -> Result<(KeySet, Duration), JwksError> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod gateway;
+pub mod idp;
 pub mod upstream;
 
 /// A free loopback port (bound, then released for the process under test to take).
