@@ -7,15 +7,24 @@ this script (PR_SET_PDEATHSIG) and is stopped by its own id at the end.
 
 import argparse
 import asyncio
+import base64
 import ctypes
+import http.server
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcp import ClientSession
 from mcp.client.sse import sse_client
@@ -32,6 +41,61 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class MockIdentityProvider:
+    """Serves a JWKS for an RSA key made here and mints access tokens signed with it."""
+
+    ISSUER = "https://idp.portcullis.e2e"
+
+    def __init__(self):
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        numbers = self.key.public_key().public_numbers()
+
+        def b64(n):
+            return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+        jwks = json.dumps({"keys": [{"kty": "RSA", "use": "sig", "kid": "e2e", "alg": "RS256", "n": b64(numbers.n), "e": b64(numbers.e)}]}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(jwks)))
+                self.end_headers()
+                self.wfile.write(jwks)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def jwks_url(self):
+        return f"http://127.0.0.1:{self.port}/jwks.json"
+
+    def token(self, audience, scope="mcp:tools"):
+        now = int(time.time())
+        claims = {"iss": self.ISSUER, "aud": audience, "sub": "e2e-user", "iat": now, "exp": now + 600, "scope": scope}
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "e2e"})
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def challenge_without_token(url):
+    request = urllib.request.Request(
+        url,
+        data=b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}',
+        headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("WWW-Authenticate", "")
+    return 200, ""
 
 
 def wait_port(port, proc, log_path, limit=30.0):
@@ -90,14 +154,14 @@ async def exercise(session):
     return len(names)
 
 
-async def streamable_http(url):
-    async with streamablehttp_client(url) as (read, write, _session_id):
+async def streamable_http(url, headers=None):
+    async with streamablehttp_client(url, headers=headers) as (read, write, _session_id):
         async with ClientSession(read, write) as session:
             return await exercise(session)
 
 
-async def legacy_sse(url):
-    async with sse_client(url) as (read, write):
+async def legacy_sse(url, headers=None):
+    async with sse_client(url, headers=headers) as (read, write):
         async with ClientSession(read, write) as session:
             return await exercise(session)
 
@@ -110,6 +174,7 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="portcullis-e2e-")
     procs = Processes(workdir)
+    idp = MockIdentityProvider()
     results = []
     try:
         http_port, sse_port = free_port(), free_port()
@@ -117,12 +182,19 @@ def main():
         procs.start("everything-sse", ["node", args.everything, "sse"], {"PORT": str(sse_port)}, sse_port)
 
         gw_port, admin_port = free_port(), free_port()
+        audience = f"http://127.0.0.1:{gw_port}/secure"
         config = os.path.join(workdir, "portcullis.yaml")
         with open(config, "w") as f:
             f.write(
                 f"""listen: ["127.0.0.1:{gw_port}"]
 public_url: http://127.0.0.1:{gw_port}
 admin: {{listen: "127.0.0.1:{admin_port}"}}
+identity_providers:
+  e2e:
+    issuer: "{MockIdentityProvider.ISSUER}"
+    jwks_url: "{idp.jwks_url}"
+    audiences: ["{audience}", "http://127.0.0.1:{gw_port}/secure-legacy"]
+    algorithms: [RS256]
 agent_auth: {{mode: none, allow_unauthenticated: true}}
 servers:
   - name: everything
@@ -131,20 +203,49 @@ servers:
   - name: everything-sse
     path: /legacy
     upstream: "http://127.0.0.1:{sse_port}"
+  - name: secure
+    path: /secure
+    upstream: "http://127.0.0.1:{http_port}/mcp"
+    agent_auth: {{mode: jwt, provider: e2e, scopes: ["mcp:tools"]}}
+  - name: secure-legacy
+    path: /secure-legacy
+    upstream: "http://127.0.0.1:{sse_port}"
+    agent_auth: {{mode: jwt, provider: e2e, scopes: ["mcp:tools"]}}
 """
             )
         gateway_log = procs.start("gateway", [args.gateway, "run", "-c", config], {"PORTCULLIS_LOG": "info"}, gw_port)
         wait_port(admin_port, procs.procs[-1], gateway_log)
 
         base = f"http://127.0.0.1:{gw_port}"
+        bearer = {"Authorization": f"Bearer {idp.token(audience)}"}
+        legacy_bearer = {"Authorization": f"Bearer {idp.token(f'{base}/secure-legacy')}"}
         cases = [
-            ("streamable HTTP at the prefix", streamable_http, f"{base}/everything"),
-            ("streamable HTTP at the alias", streamable_http, f"{base}/servers/everything/mcp"),
-            ("legacy HTTP+SSE", legacy_sse, f"{base}/legacy/sse"),
+            ("streamable HTTP at the prefix", streamable_http, f"{base}/everything", None),
+            ("streamable HTTP at the alias", streamable_http, f"{base}/servers/everything/mcp", None),
+            ("legacy HTTP+SSE", legacy_sse, f"{base}/legacy/sse", None),
+            ("streamable HTTP with a bearer token", streamable_http, f"{base}/secure", bearer),
+            ("legacy HTTP+SSE with a bearer token", legacy_sse, f"{base}/secure-legacy/sse", legacy_bearer),
         ]
-        for name, run, url in cases:
+
+        try:
+            status, challenge = challenge_without_token(f"{base}/secure")
+            expected = f'Bearer resource_metadata="{base}/.well-known/oauth-protected-resource/secure", scope="mcp:tools"'
+            assert status == 401, status
+            assert challenge == expected, challenge
+            with urllib.request.urlopen(f"{base}/.well-known/oauth-protected-resource/secure", timeout=10) as r:
+                metadata = json.load(r)
+            assert metadata["resource"] == audience, metadata
+            assert metadata["authorization_servers"] == [MockIdentityProvider.ISSUER], metadata
+            print(f"ok: no token: 401 with {challenge}; metadata names {metadata['resource']}")
+            results.append(True)
+        except Exception:
+            print("FAILED: the challenge without a token")
+            traceback.print_exc()
+            results.append(False)
+
+        for name, run, url, headers in cases:
             try:
-                tool_count = asyncio.run(asyncio.wait_for(run(url), timeout=60))
+                tool_count = asyncio.run(asyncio.wait_for(run(url, headers), timeout=60))
                 print(f"ok: {name} ({url}): initialize, tools/list ({tool_count} tools), tools/call echo")
                 results.append(True)
             except Exception:
@@ -155,6 +256,7 @@ servers:
             print(f"--- gateway log ---\n{open(gateway_log).read()[-4000:]}")
     finally:
         procs.stop()
+        idp.stop()
 
     passed = sum(results)
     failed = len(results) - passed

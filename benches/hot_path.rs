@@ -1,0 +1,137 @@
+//! Micro-benchmarks of the request path: route match, header restriction, JWT verification (a
+//! verified-token cache hit and full RS256 / ES256 verification), the legacy SSE endpoint rewriter.
+//!
+//! `cargo bench --bench hot_path`; the figures go into the load results, never into assertions.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pingora::http::RequestHeader;
+use serde_json::json;
+
+use portcullis::agent_auth::{JwtProvider, JwtRules, KeySet, Keys};
+use portcullis::headers::HeaderPolicy;
+use portcullis::routes::{alias_path, RouteTable};
+use portcullis::sse_endpoint::{EndpointMapping, EndpointRewriter};
+use portcullis::upstream::Upstream;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn provider(cache_size: u64) -> JwtProvider {
+    let jwk = |n: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{n}.jwk.json"))).unwrap()).unwrap()
+    };
+    let algorithms = vec![Algorithm::RS256, Algorithm::ES256];
+    let keys = KeySet::parse(&json!({"keys": [jwk("rsa-a"), jwk("ec-p256")]}), &algorithms).unwrap();
+    JwtProvider::new(
+        "bench".into(),
+        JwtRules {
+            issuer: "https://idp.bench".into(),
+            audiences: vec!["https://mcp.bench/gh".into()],
+            algorithms,
+            leeway: Duration::from_secs(60),
+            required_typ: None,
+        },
+        vec!["https://idp.bench".into()],
+        Keys::Static(Arc::new(keys)),
+        JwtProvider::token_cache(cache_size),
+    )
+}
+
+fn token(alg: Algorithm, key: &str, sub: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"iss": "https://idp.bench", "aud": "https://mcp.bench/gh", "sub": sub, "exp": now + 3600, "scope": "mcp:tools", "email": "user@example.com"});
+    let mut header = Header::new(alg);
+    header.kid = Some(key.into());
+    let pem = std::fs::read(fixture(&format!("{key}.pem"))).unwrap();
+    let key = if alg == Algorithm::ES256 {
+        EncodingKey::from_ec_pem(&pem)
+    } else {
+        EncodingKey::from_rsa_pem(&pem)
+    }
+    .unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn jwt(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cached = provider(1000);
+    let rs256 = token(Algorithm::RS256, "rsa-a", "alice");
+    rt.block_on(cached.verify(&rs256)).unwrap();
+    c.bench_function("jwt/verified_token_cache_hit", |b| {
+        b.to_async(&rt).iter(|| async { cached.verify(black_box(&rs256)).await.unwrap() })
+    });
+
+    // A cache of size zero keeps nothing: every call is a full verification.
+    let uncached = provider(0);
+    let es256 = token(Algorithm::ES256, "ec-p256", "bob");
+    c.bench_function("jwt/full_rs256_verification", |b| {
+        b.to_async(&rt).iter(|| async { uncached.verify(black_box(&rs256)).await.unwrap() })
+    });
+    c.bench_function("jwt/full_es256_verification", |b| {
+        b.to_async(&rt).iter(|| async { uncached.verify(black_box(&es256)).await.unwrap() })
+    });
+}
+
+fn routing(c: &mut Criterion) {
+    let entries = (0..50).flat_map(|i| {
+        [(format!("/team-{i}/server"), i, false), (alias_path(&format!("server-{i}")), i, true)]
+    });
+    let table = RouteTable::new(entries);
+    c.bench_function("route_match/100_routes", |b| {
+        b.iter(|| table.find(black_box("/team-42/server/mcp")).unwrap())
+    });
+}
+
+fn headers(c: &mut Criterion) {
+    let policy = HeaderPolicy::new(None, &["x-internal-*".into(), "x-debug-*".into()]).unwrap();
+    let mut template = RequestHeader::build("POST", b"/mcp", None).unwrap();
+    for (k, v) in [
+        ("host", "gw"),
+        ("authorization", "Bearer abc"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-session-id", "s-1"),
+        ("mcp-protocol-version", "2025-06-18"),
+        ("x-internal-tenant", "7"),
+        ("user-agent", "bench"),
+    ] {
+        template.insert_header(k, v).unwrap();
+    }
+    c.bench_function("header_restriction/8_headers", |b| {
+        b.iter_batched(
+            || template.clone(),
+            |mut req| policy.apply(&mut req),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn sse(c: &mut Criterion) {
+    let upstream = Upstream::from_url("http://127.0.0.1:3001", None, true).unwrap();
+    let mapping = EndpointMapping {
+        upstream_base: String::new(),
+        sse_request_path: "/sse".into(),
+        gateway_prefix: "/gh".into(),
+    };
+    let first = Bytes::from_static(
+        b"event: endpoint\ndata: /message?sessionId=0f8e2c4a-1b7d-4e4b-9a53-1c2d3e4f5a6b\n\n",
+    );
+    let later = Bytes::from_static(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n");
+    c.bench_function("sse_endpoint/rewrite_endpoint_event", |b| {
+        b.iter(|| EndpointRewriter::new(mapping.clone()).feed(&upstream, black_box(first.clone()), false))
+    });
+    let mut passthrough = EndpointRewriter::new(mapping.clone());
+    passthrough.feed(&upstream, first.clone(), false);
+    c.bench_function("sse_endpoint/pass_through_after_endpoint", |b| {
+        b.iter(|| passthrough.feed(&upstream, black_box(later.clone()), false))
+    });
+}
+
+criterion_group!(benches, jwt, routing, headers, sse);
+criterion_main!(benches);
