@@ -4,10 +4,12 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use std::sync::Arc;
+
 use crate::agent_auth::JwtRejection;
 
 /// Why the gateway answered instead of the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
     /// No server is configured at the path (404).
     UnknownRoute,
@@ -35,25 +37,39 @@ pub enum GatewayError {
     MissingUser,
     /// Authentication cannot be done right now: the identity provider's keys are unavailable (503).
     AuthUnavailable,
+    /// `one_time` app auth without `X-Upstream-Authorization` (401).
+    MissingUpstreamCredential,
+    /// An outbound setting needs the caller's token and there is none (401).
+    NoCallerToken,
+    /// A value for an outbound header is not header-safe (400); names the header.
+    UnsafeHeaderValue(Arc<str>),
+    /// A credential source (token endpoint) failed (503); names the source.
+    CredentialUnavailable(Arc<str>),
+    /// The upstream refused the credential the gateway sent (502).
+    UpstreamRejectedCredential,
 }
 
 impl GatewayError {
     /// HTTP status.
-    pub fn status(self) -> u16 {
+    pub fn status(&self) -> u16 {
         match self {
             Self::UnknownRoute => 404,
-            Self::BadPath | Self::BadRequest | Self::TokenInQuery => 400,
-            Self::MissingToken | Self::InvalidToken(_) | Self::MissingUser => 401,
+            Self::BadPath | Self::BadRequest | Self::TokenInQuery | Self::UnsafeHeaderValue(_) => 400,
+            Self::MissingToken
+            | Self::InvalidToken(_)
+            | Self::MissingUser
+            | Self::MissingUpstreamCredential
+            | Self::NoCallerToken => 401,
             Self::OriginDenied | Self::InsufficientScope => 403,
-            Self::UpstreamUnreachable => 502,
-            Self::AuthUnavailable => 503,
+            Self::UpstreamUnreachable | Self::UpstreamRejectedCredential => 502,
+            Self::AuthUnavailable | Self::CredentialUnavailable(_) => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
         }
     }
 
     /// Stable machine-readable reason (also a metric label).
-    pub fn reason(self) -> &'static str {
+    pub fn reason(&self) -> &'static str {
         match self {
             Self::UnknownRoute => "unknown_route",
             Self::BadPath => "bad_path",
@@ -68,11 +84,16 @@ impl GatewayError {
             Self::TokenInQuery => "token_in_query",
             Self::MissingUser => "missing_user",
             Self::AuthUnavailable => "auth_unavailable",
+            Self::MissingUpstreamCredential => "missing_upstream_credential",
+            Self::NoCallerToken => "no_caller_token",
+            Self::UnsafeHeaderValue(_) => "unsafe_header_value",
+            Self::CredentialUnavailable(_) => "credential_unavailable",
+            Self::UpstreamRejectedCredential => "upstream_rejected_credential",
         }
     }
 
     /// Human-readable message.
-    pub fn message(self) -> &'static str {
+    pub fn message(&self) -> &'static str {
         match self {
             Self::UnknownRoute => "no MCP server is configured at this path",
             Self::BadPath => "the request path contains '.' or '..' segments",
@@ -87,6 +108,23 @@ impl GatewayError {
             Self::TokenInQuery => "access tokens are accepted in the Authorization header only",
             Self::MissingUser => "the authenticating proxy did not name a user",
             Self::AuthUnavailable => "authentication is unavailable: the identity provider cannot be reached",
+            Self::MissingUpstreamCredential => {
+                "this MCP server needs the upstream credential in the X-Upstream-Authorization header"
+            }
+            Self::NoCallerToken => "this MCP server needs the caller's bearer token",
+            Self::UnsafeHeaderValue(_) => "a value of the caller's identity cannot be sent in a header",
+            Self::CredentialUnavailable(_) => {
+                "the credential for the MCP server cannot be obtained right now"
+            }
+            Self::UpstreamRejectedCredential => "the MCP server refused the gateway's credential",
+        }
+    }
+
+    /// The credential source or header the error is about, when it names one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Self::UnsafeHeaderValue(name) | Self::CredentialUnavailable(name) => Some(name),
+            _ => None,
         }
     }
 }
@@ -103,6 +141,8 @@ struct PlainBody<'a> {
 struct PlainError<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -123,6 +163,8 @@ struct RpcError<'a> {
 struct RpcErrorData<'a> {
     status: u16,
     reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
 }
 
 /// How to shape an error body.
@@ -135,10 +177,10 @@ pub enum BodyShape {
 }
 
 /// Serializes the error body.
-pub fn render(error: GatewayError, shape: &BodyShape) -> Vec<u8> {
+pub fn render(error: &GatewayError, shape: &BodyShape) -> Vec<u8> {
     let rendered = match shape {
         BodyShape::Plain => serde_json::to_vec(&PlainBody {
-            error: PlainError { code: error.reason(), message: error.message() },
+            error: PlainError { code: error.reason(), message: error.message(), source: error.subject() },
         }),
         BodyShape::JsonRpc(id) => {
             let null = RawValue::NULL;
@@ -148,7 +190,11 @@ pub fn render(error: GatewayError, shape: &BodyShape) -> Vec<u8> {
                 error: RpcError {
                     code: JSONRPC_GATEWAY_ERROR,
                     message: error.message(),
-                    data: RpcErrorData { status: error.status(), reason: error.reason() },
+                    data: RpcErrorData {
+                        status: error.status(),
+                        reason: error.reason(),
+                        source: error.subject(),
+                    },
                 },
             })
         }
@@ -174,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_plain_error_names_its_reason() {
-        let body = render(GatewayError::UnknownRoute, &BodyShape::Plain);
+        let body = render(&GatewayError::UnknownRoute, &BodyShape::Plain);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "unknown_route");
     }
@@ -184,7 +230,7 @@ mod tests {
         for id in [r#""abc-1""#, "42", "-7", "1.5e3"] {
             let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
             let parsed = jsonrpc_id(body.as_bytes()).unwrap();
-            let rendered = render(GatewayError::UpstreamTimeout, &BodyShape::JsonRpc(Some(parsed)));
+            let rendered = render(&GatewayError::UpstreamTimeout, &BodyShape::JsonRpc(Some(parsed)));
             let v: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
             assert_eq!(v["id"], serde_json::from_str::<serde_json::Value>(id).unwrap());
             assert_eq!(v["error"]["code"], JSONRPC_GATEWAY_ERROR);
@@ -199,7 +245,7 @@ mod tests {
         assert!(jsonrpc_id(br#"{"id":{"nested":1}}"#).is_none());
         assert!(jsonrpc_id(b"not json").is_none());
         let v: serde_json::Value =
-            serde_json::from_slice(&render(GatewayError::UnknownRoute, &BodyShape::JsonRpc(None))).unwrap();
+            serde_json::from_slice(&render(&GatewayError::UnknownRoute, &BodyShape::JsonRpc(None))).unwrap();
         assert!(v["id"].is_null());
     }
 }

@@ -22,12 +22,13 @@ pub struct HeaderPolicy {
 }
 
 impl HeaderPolicy {
-    /// The policy for a server: the always-stripped set, its trusted-proxy header if it has one,
-    /// and its `restricted_headers` globs (case-insensitive). Returns the first bad glob.
-    pub fn new(proxy_header: Option<&HeaderName>, restricted: &[String]) -> Result<Self, (usize, String)> {
+    /// The policy for a server: the always-stripped set, the `extra` headers (its trusted-proxy
+    /// header, the headers its outbound settings set), and its `restricted_headers` globs
+    /// (case-insensitive). Returns the first bad glob.
+    pub fn new(extra: &[HeaderName], restricted: &[String]) -> Result<Self, (usize, String)> {
         let mut always: Vec<HeaderName> =
             SENSITIVE.iter().chain(&[DEFAULT_USER_HEADER]).map(|h| HeaderName::from_static(h)).collect();
-        if let Some(header) = proxy_header {
+        for header in extra {
             if !always.contains(header) {
                 always.push(header.clone());
             }
@@ -95,7 +96,7 @@ mod tests {
     #[test]
     fn credentials_proxy_users_and_restricted_globs_are_stripped() {
         let policy = HeaderPolicy::new(
-            Some(&HeaderName::from_static("x-remote-user")),
+            &[HeaderName::from_static("x-remote-user")],
             &["x-internal-*".into(), "X-Debug".into()],
         )
         .unwrap();
@@ -122,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_bad_glob_is_reported_with_its_index() {
-        assert_eq!(HeaderPolicy::new(None, &["ok-*".into(), "[unclosed".into()]).unwrap_err().0, 1);
+        assert_eq!(HeaderPolicy::new(&[], &["ok-*".into(), "[unclosed".into()]).unwrap_err().0, 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod agent_auth;
+pub mod app_auth;
 pub mod config;
 pub mod dns;
 pub mod error_body;
@@ -17,4 +18,5 @@ pub mod registry;
 pub mod routes;
 pub mod serve;
 pub mod sse_endpoint;
+pub mod tokens;
 pub mod upstream;

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// JWKS fetch latency by provider.
     pub jwks_fetch_duration: HistogramVec,
+    /// Outbound token cache lookups by credential source and result (`hit`, `miss`, `failing`).
+    pub token_cache: IntCounterVec,
+    /// Token endpoint requests by credential source and result.
+    pub token_fetches: IntCounterVec,
+    /// Token endpoint latency by credential source.
+    pub token_fetch_duration: HistogramVec,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -80,6 +86,22 @@ impl Metrics {
             HistogramOpts::new("jwks_fetch_seconds", "JWKS fetch latency").buckets(LATENCY_BUCKETS.to_vec()),
             &["provider"],
         )?;
+        let token_cache = IntCounterVec::new(
+            Opts::new("token_cache_total", "Outbound token cache lookups, by source and result"),
+            &["source", "result"],
+        )?;
+        let token_fetches = IntCounterVec::new(
+            Opts::new("token_fetches_total", "Token endpoint requests, by source and result"),
+            &["source", "result"],
+        )?;
+        let token_fetch_duration = HistogramVec::new(
+            HistogramOpts::new("token_fetch_seconds", "Token endpoint latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["source"],
+        )?;
+        registry.register(Box::new(token_cache.clone()))?;
+        registry.register(Box::new(token_fetches.clone()))?;
+        registry.register(Box::new(token_fetch_duration.clone()))?;
         registry.register(Box::new(auth_outcomes.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
         registry.register(Box::new(jwks_fetch_duration.clone()))?;
@@ -98,6 +120,9 @@ impl Metrics {
             auth_outcomes,
             jwks_fetches,
             jwks_fetch_duration,
+            token_cache,
+            token_fetches,
+            token_fetch_duration,
         })
     }
 

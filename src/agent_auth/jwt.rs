@@ -19,6 +19,7 @@ use crate::config::Secret;
 
 /// A token that passed verification, with what later phases need from it.
 pub struct VerifiedToken {
+    digest: [u8; 32],
     claims: Map<String, Value>,
     scopes: Vec<String>,
     expires_at: SystemTime,
@@ -58,6 +59,11 @@ impl VerifiedToken {
     /// The inbound token itself, for outbound settings that forward or exchange it.
     pub fn raw(&self) -> &Secret {
         &self.raw
+    }
+
+    /// SHA-256 of the token (keys caches that must be per caller).
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
     }
 }
 
@@ -182,6 +188,16 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
     ) -> Option<Duration> {
         Some(value.expires_at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
     }
+
+    fn expire_after_update(
+        &self,
+        key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        now: std::time::Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, now)
+    }
 }
 
 impl JwtProvider {
@@ -272,8 +288,13 @@ impl JwtProvider {
         let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0).max(0.0);
         let expires_at = UNIX_EPOCH + Duration::from_secs_f64(exp);
         let scopes = granted_scopes(&claims);
-        let verified =
-            Arc::new(VerifiedToken { claims, scopes, expires_at, raw: Secret::new(token.to_owned()) });
+        let verified = Arc::new(VerifiedToken {
+            digest,
+            claims,
+            scopes,
+            expires_at,
+            raw: Secret::new(token.to_owned()),
+        });
         // Within the leeway a token may verify after its `exp`; it is not cached then.
         if expires_at > SystemTime::now() {
             self.verified.insert(digest, verified.clone());

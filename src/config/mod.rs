@@ -7,6 +7,7 @@ mod auth;
 mod duration;
 mod error;
 mod load;
+mod outbound;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,10 @@ pub use auth::{
 pub use duration::ConfigDuration;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, parse_yaml};
+pub use outbound::{
+    ApiKeyLocation, AppAuthConfig, ClientAuthMethod, OutboundHeaderConfig, OutboundSourceConfig,
+    TokenCacheConfig, TokenClientConfig, TokenExchangeConfig, ONE_TIME_HEADER,
+};
 pub use secret::{Secret, SecretSource, REDACTED};
 
 /// The whole gateway configuration.
@@ -44,6 +49,9 @@ pub struct Config {
     /// Agent authentication for servers that do not set their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_auth: Option<AgentAuthConfig>,
+    /// How outbound tokens (client credentials, token exchange) are cached.
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
     /// The registry of MCP servers behind the gateway.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
@@ -165,6 +173,12 @@ pub struct ServerConfig {
     /// Inbound headers never forwarded to this server: case-insensitive globs like `x-internal-*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restricted_headers: Vec<String>,
+    /// The credential the upstream receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_auth: Option<AppAuthConfig>,
+    /// Additional headers sent upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_headers: Vec<OutboundHeaderConfig>,
     /// Browser origins allowed to call this server (`https://app.example.com`); when set, any other
     /// `Origin` gets 403.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

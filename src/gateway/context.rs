@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::app_auth::Resolved;
 use crate::error_body::GatewayError;
 use crate::identity::Identity;
 use crate::metrics::NO_SERVER;
@@ -39,6 +40,10 @@ pub struct RequestCtx {
     pub rewriter: Option<EndpointRewriter>,
     /// The error the gateway answered with, if it answered itself.
     pub error: Option<GatewayError>,
+    /// Outbound credentials resolved in `request_filter`, inserted on every attempt.
+    pub credentials: Option<Resolved>,
+    /// A body the gateway sends instead of the upstream's (an upstream 401 to its credential).
+    pub replacement_body: Option<bytes::Bytes>,
 }
 
 impl RequestCtx {
@@ -58,6 +63,8 @@ impl RequestCtx {
             is_stream: false,
             rewriter: None,
             error: None,
+            credentials: None,
+            replacement_body: None,
         }
     }
 

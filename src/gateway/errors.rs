@@ -25,14 +25,14 @@ pub async fn respond(
     error: GatewayError,
     challenge: Option<http::HeaderValue>,
 ) -> Result<()> {
-    ctx.error = Some(error);
     let shape = if is_json_post(session) {
         BodyShape::JsonRpc(read_body_prefix(session).await.as_deref().and_then(jsonrpc_id))
     } else {
         BodyShape::Plain
     };
-    let body = render(error, &shape);
+    let body = render(&error, &shape);
     let mut header = ResponseHeader::build(error.status(), Some(6))?;
+    ctx.error = Some(error);
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -44,6 +44,20 @@ pub async fn respond(
     }
     session.write_response_header(Box::new(header), false).await?;
     session.write_response_body(Some(Bytes::from(body)), true).await
+}
+
+/// The body shape from what Pingora kept of the request body, without reading more (for
+/// errors found after the request went upstream).
+pub fn buffered_shape(session: &Session) -> BodyShape {
+    if !is_json_post(session) {
+        return BodyShape::Plain;
+    }
+    let downstream = session.as_downstream();
+    let id = downstream
+        .get_retry_buffer()
+        .filter(|_| !downstream.retry_buffer_truncated())
+        .and_then(|b| jsonrpc_id(&b));
+    BodyShape::JsonRpc(id)
 }
 
 fn is_json_post(session: &Session) -> bool {
@@ -104,11 +118,13 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     let Some(error) = error else {
         return FailToProxy { error_code: 0, can_reuse_downstream: false };
     };
-    ctx.error = Some(error);
+    let status = error.status();
     if session.response_written().is_none() {
         if let Err(write_error) = respond(session, ctx, error, None).await {
             tracing::debug!("cannot write the error response: {write_error}");
         }
+    } else {
+        ctx.error = Some(error);
     }
-    FailToProxy { error_code: error.status(), can_reuse_downstream: false }
+    FailToProxy { error_code: status, can_reuse_downstream: false }
 }

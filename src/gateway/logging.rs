@@ -11,7 +11,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     let status = session
         .response_written()
         .map(|r| r.status)
-        .or_else(|| ctx.error.and_then(|g| http::StatusCode::from_u16(g.status()).ok()));
+        .or_else(|| ctx.error.as_ref().and_then(|g| http::StatusCode::from_u16(g.status()).ok()));
     let status_label = status.as_ref().map_or("0", http::StatusCode::as_str);
     let server = ctx.server_name();
     let elapsed = ctx.started.elapsed();
@@ -35,6 +35,6 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         bytes_sent = session.body_bytes_sent(),
         subject = ctx.identity.as_ref().map(|i| i.subject()),
         identity = ctx.identity.as_ref().map(|i| i.source.as_str()),
-        error = ctx.error.map(|g| g.reason()).or_else(|| e.map(|e| e.etype().as_str())),
+        error = ctx.error.as_ref().map(|g| g.reason()).or_else(|| e.map(|e| e.etype().as_str())),
     );
 }

@@ -73,11 +73,11 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream::prepare_request(upstream_request, ctx)
+        upstream::prepare_request(session.req_header(), upstream_request, ctx)
     }
 
     async fn upstream_response_filter(

@@ -8,11 +8,13 @@ use pingora::Result;
 
 use super::{errors, local, Gateway, RequestCtx};
 use crate::agent_auth::{AuthFailure, WELL_KNOWN_PREFIX};
+use crate::app_auth::{AppAuth, CredentialError};
 use crate::error_body::GatewayError;
 use crate::metrics::Metrics;
 use crate::origin;
 use crate::registry::Registry;
 use crate::routes::has_dot_segment;
+use crate::tokens::TokenCache;
 
 /// Routes and authenticates the request; answers itself (returning `Ok(true)`) when it must.
 pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -76,7 +78,55 @@ pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCt
         }
     };
     ctx.stream_capable = accepts_event_stream(session);
+
+    if !server.outbound.is_empty() {
+        if let Some(AppAuth::Query { name, pair }) = &server.outbound.app_auth {
+            ctx.target = ctx.target.take().and_then(|t| with_query_param(&t, name, pair));
+        }
+        let cache = TokenCache::global(registry.token_capacity);
+        let resolved = server
+            .outbound
+            .resolve(session.req_header(), ctx.identity.as_ref(), registry.token_settings, cache)
+            .await;
+        match resolved {
+            Ok(resolved) => ctx.credentials = Some(resolved),
+            Err(failure) => {
+                let error = match failure {
+                    CredentialError::MissingOneTime => GatewayError::MissingUpstreamCredential,
+                    CredentialError::NoCallerToken => GatewayError::NoCallerToken,
+                    CredentialError::UnsafeValue(name) => {
+                        GatewayError::UnsafeHeaderValue(name.as_str().into())
+                    }
+                    CredentialError::SourceDown(source, cause) => {
+                        tracing::warn!(server = %server.name, source = %source, "credential unavailable: {cause}");
+                        GatewayError::CredentialUnavailable(source)
+                    }
+                };
+                errors::respond(session, ctx, error, None).await?;
+                return Ok(true);
+            }
+        }
+    }
     Ok(false)
+}
+
+/// The target with the API key parameter set: any parameter of that name from the client is
+/// dropped (so it cannot override the key), the rest of the query is kept as it was.
+fn with_query_param(target: &http::Uri, name: &str, pair: &str) -> Option<http::Uri> {
+    let encoded_name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    let mut out =
+        String::with_capacity(target.path().len() + pair.len() + target.query().map_or(0, str::len) + 2);
+    out.push_str(target.path());
+    out.push('?');
+    for part in target.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let key = part.split('=').next().unwrap_or_default();
+        if key != encoded_name && key != name {
+            out.push_str(part);
+            out.push('&');
+        }
+    }
+    out.push_str(pair);
+    http::Uri::try_from(out).ok()
 }
 
 fn origin_allowed(session: &Session, registry: &Registry, server: usize) -> bool {
@@ -120,4 +170,19 @@ fn accepts_event_stream(session: &Session) -> bool {
         .get_all(http::header::ACCEPT)
         .iter()
         .any(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_key_parameter_joins_the_query_and_replaces_a_client_one() {
+        let t = |uri: &str| {
+            with_query_param(&uri.parse().unwrap(), "api_key", "api_key=s%3Dcret").unwrap().to_string()
+        };
+        assert_eq!(t("/mcp"), "/mcp?api_key=s%3Dcret");
+        assert_eq!(t("/mcp?a=1&b=two%20words"), "/mcp?a=1&b=two%20words&api_key=s%3Dcret");
+        assert_eq!(t("/mcp?api_key=attacker&a=1"), "/mcp?a=1&api_key=s%3Dcret");
+    }
 }

@@ -5,10 +5,12 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use super::RequestCtx;
+use super::{errors, RequestCtx};
+use crate::error_body::{render, GatewayError};
 use crate::metrics::Metrics;
 use crate::origin;
 use crate::sse_endpoint::{EndpointMapping, EndpointRewriter};
+use crate::tokens::TokenCache;
 
 /// Adds CORS headers for browser callers to whatever goes downstream.
 pub fn downstream_headers(
@@ -29,6 +31,12 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
             .upstream_duration
             .with_label_values(&[ctx.server_name()])
             .observe(sent.elapsed().as_secs_f64());
+    }
+    if response.status == http::StatusCode::UNAUTHORIZED
+        && ctx.credentials.as_ref().is_some_and(|c| c.injected)
+    {
+        refuse_rejected_credential(session, response, ctx);
+        return;
     }
     let is_event_stream = response
         .headers
@@ -60,8 +68,42 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
     response.remove_header(&http::header::CONTENT_LENGTH);
 }
 
+/// The upstream refused a credential the gateway injected: its cached token is dropped so the next
+/// request fetches a new one, and the client gets a 502 of the gateway's own rather than the
+/// upstream's 401 challenge, which would read as a verdict on the client's credentials.
+fn refuse_rejected_credential(session: &Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    if let (Some(credentials), Some(registry)) = (&ctx.credentials, &ctx.registry) {
+        let cache = TokenCache::global(registry.token_capacity);
+        for key in credentials.token_keys.clone() {
+            tokio::spawn(async move { cache.invalidate(&key).await });
+        }
+    }
+    tracing::warn!(server = ctx.server_name(), "the upstream answered 401 to the gateway's credential");
+    let error = GatewayError::UpstreamRejectedCredential;
+    let body = render(&error, &errors::buffered_shape(session));
+    let rewritten = (|| -> pingora::Result<()> {
+        response.set_status(error.status())?;
+        for name in
+            [http::header::WWW_AUTHENTICATE, http::header::CONTENT_ENCODING, http::header::TRANSFER_ENCODING]
+        {
+            response.remove_header(&name);
+        }
+        response.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        response.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        Ok(())
+    })();
+    if rewritten.is_ok() {
+        ctx.replacement_body = Some(Bytes::from(body));
+        ctx.error = Some(error);
+    }
+}
+
 /// Passes a body chunk through, rewriting the legacy endpoint event while it has not gone by.
 pub fn body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
+    if ctx.replacement_body.is_some() {
+        *body = if end_of_stream { ctx.replacement_body.take() } else { None };
+        return;
+    }
     let (Some(rewriter), Some(upstream)) = (ctx.rewriter.as_mut(), ctx.upstream.as_ref()) else {
         return;
     };

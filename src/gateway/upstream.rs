@@ -44,7 +44,11 @@ pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
 /// Rewrites the target onto the upstream's path, sets `Host`, removes the headers the server's
 /// policy strips (hop-by-hop, the caller's credentials, restricted globs).
 /// Runs again on every retry, so it only copies what `request_filter` prepared.
-pub fn prepare_request(request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+pub fn prepare_request(
+    inbound: &RequestHeader,
+    request: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
     if let Some(target) = &ctx.target {
         request.set_uri(target.clone());
     }
@@ -53,6 +57,9 @@ pub fn prepare_request(request: &mut RequestHeader, ctx: &mut RequestCtx) -> Res
     }
     if let Some(server) = ctx.server() {
         server.headers.apply(request);
+    }
+    if let Some(credentials) = &ctx.credentials {
+        credentials.apply(inbound, request)?;
     }
     ctx.upstream_sent_at = Some(Instant::now());
     Ok(())

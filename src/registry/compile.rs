@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::auth::{compile_agent_auth, compile_providers};
+use super::outbound::{compile_outbound, outbound_header_names};
 use super::{Listener, McpServer, Registry};
 use crate::agent_auth::{AgentAuth, JwtProvider, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX};
 use crate::config::{
@@ -15,10 +16,12 @@ use crate::config::{
 use crate::headers::HeaderPolicy;
 use crate::origin::OriginPolicy;
 use crate::routes::{alias_path, RouteTable};
+use crate::tokens::TokenCacheSettings;
 use crate::upstream::Upstream;
 
 /// What every server's compilation needs to know about the rest of the config.
 struct Shared<'a> {
+    base_dir: &'a Path,
     public: Option<PublicUrl>,
     providers: BTreeMap<String, Arc<JwtProvider>>,
     provider_configs: &'a BTreeMap<String, IdentityProviderConfig>,
@@ -51,6 +54,22 @@ impl Registry {
             source.resolve(base_dir).map_err(|e| errors.push(ConfigError::new("admin.auth_token", e))).ok()
         });
 
+        let tc = &config.token_cache;
+        if !(tc.refresh_at > 0.0 && tc.refresh_at <= 1.0) {
+            errors.push(
+                ConfigError::new("token_cache.refresh_at", "must be in (0, 1]")
+                    .hint("0.8 refreshes a token after 80% of its life"),
+            );
+        }
+        if tc.capacity == 0 {
+            errors.push(ConfigError::new("token_cache.capacity", "must be at least 1"));
+        }
+        let token_settings = TokenCacheSettings {
+            skew: tc.expiry_skew.0,
+            refresh_at: tc.refresh_at,
+            default_ttl: tc.default_ttl.0,
+            failure_backoff: tc.failure_backoff.0,
+        };
         if config.dns_refresh.0 < Duration::from_secs(1) {
             errors.push(ConfigError::new("dns_refresh", "must be at least 1s"));
         }
@@ -68,6 +87,7 @@ impl Registry {
             );
         }
         let shared = Shared {
+            base_dir,
             public: public.clone(),
             providers,
             provider_configs: &config.identity_providers,
@@ -132,6 +152,8 @@ impl Registry {
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
         Ok(Registry {
+            token_settings,
+            token_capacity: config.token_cache.capacity,
             public_host,
             providers: shared.providers,
             metadata_paths,
@@ -330,8 +352,11 @@ fn compile_server(
         }
     }
     let auth = compile_server_auth(server, at, shared, errors, warnings);
+    let outbound = compile_outbound(server, auth.as_ref(), shared.base_dir, at, errors, warnings);
     let headers = auth.as_ref().and_then(|auth| {
-        HeaderPolicy::new(auth.proxy_header(), &server.restricted_headers)
+        let mut extra = outbound_header_names(&outbound);
+        extra.extend(auth.proxy_header().cloned());
+        HeaderPolicy::new(&extra, &server.restricted_headers)
             .map_err(|(i, e)| {
                 errors.push(ConfigError::new(
                     format!("{at}.restricted_headers[{i}]"),
@@ -384,6 +409,7 @@ fn compile_server(
     };
     Some(McpServer {
         auth,
+        outbound,
         headers,
         origins: OriginPolicy::new(&server.allowed_origins),
         resources,

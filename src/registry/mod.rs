@@ -5,6 +5,7 @@
 
 mod auth;
 mod compile;
+mod outbound;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -12,10 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::agent_auth::{AgentAuth, JwtProvider, ProtectedResource};
+use crate::app_auth::Outbound;
 use crate::config::{Config, ConfigError};
 use crate::headers::HeaderPolicy;
 use crate::origin::OriginPolicy;
 use crate::routes::{RouteMatch, RouteTable};
+use crate::tokens::TokenCacheSettings;
 use crate::upstream::Upstream;
 
 /// A listener as compiled: the socket address and, for TLS, the certificate files.
@@ -45,6 +48,8 @@ pub struct McpServer {
     pub stream_idle_timeout: Duration,
     /// Who may reach the server.
     pub auth: AgentAuth,
+    /// What credentials the upstream receives.
+    pub outbound: Outbound,
     /// Headers stripped before forwarding.
     pub headers: HeaderPolicy,
     /// Browser origins allowed.
@@ -112,6 +117,10 @@ pub struct Registry {
     pub providers: BTreeMap<String, Arc<JwtProvider>>,
     /// Resource metadata paths → (server, via alias).
     pub metadata_paths: HashMap<String, (usize, bool)>,
+    /// Outbound token cache timings.
+    pub token_settings: TokenCacheSettings,
+    /// Capacity of the process-wide token cache (fixed by the first config loaded).
+    pub token_capacity: u64,
     /// Things that are allowed but worth a look (printed by `check`, logged by `run`).
     pub warnings: Vec<ConfigError>,
     /// Interval of background DNS refresh.
@@ -161,7 +170,8 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             stream_idle_timeout: Duration::from_secs(1),
             auth: AgentAuth::None,
-            headers: HeaderPolicy::new(None, &[]).unwrap(),
+            outbound: Outbound::default(),
+            headers: HeaderPolicy::new(&[], &[]).unwrap(),
             origins: OriginPolicy::default(),
             resources: None,
         }

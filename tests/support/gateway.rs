@@ -53,6 +53,16 @@ impl Gateway {
         Self::start_with_config(&yaml, port, admin_port, &[])
     }
 
+    /// Like [`Gateway::start`], with extra environment variables (e.g. `PORTCULLIS_LOG=debug`).
+    pub fn start_with_env(servers_yaml: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let admin_port = free_port();
+        let yaml = format!(
+            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\n{servers_yaml}"
+        );
+        Self::start_with_config(&yaml, port, admin_port, env)
+    }
+
     /// Starts a gateway on a complete config text; `port` and `admin_port` must match it.
     pub fn start_with_config(yaml: &str, port: u16, admin_port: u16, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod idp;
+pub mod token_endpoint;
 pub mod upstream;
 
 /// A free loopback port (bound, then released for the process under test to take).

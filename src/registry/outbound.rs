@@ -1,0 +1,368 @@
+//! Validation of app authentication and outbound headers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use http::{HeaderName, HeaderValue};
+
+use crate::agent_auth::AgentAuth;
+use crate::app_auth::{
+    source_key, AppAuth, ClientCredentials, Outbound, OutboundHeader, OutboundValue, TokenEndpoint,
+    TokenExchange,
+};
+use crate::config::{
+    ApiKeyLocation, AppAuthConfig, ConfigError, OutboundSourceConfig, ServerConfig, TokenClientConfig,
+    TokenExchangeConfig,
+};
+
+/// Headers an outbound setting may never set: framing, routing and hop-by-hop headers.
+const FORBIDDEN: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// Compiles a server's `app_auth` and `outbound_headers`.
+pub fn compile_outbound(
+    server: &ServerConfig,
+    auth: Option<&AgentAuth>,
+    base_dir: &Path,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Outbound {
+    let mut outbound = Outbound::default();
+    let mut taken: Vec<HeaderName> = Vec::new();
+    if let Some(config) = &server.app_auth {
+        let at = format!("{at}.app_auth");
+        outbound.app_auth = compile_app_auth(config, &server.name, base_dir, &at, errors, warnings);
+        match &outbound.app_auth {
+            Some(AppAuth::Static(name, _)) => taken.push(name.clone()),
+            Some(AppAuth::ClientCredentials(_) | AppAuth::Passthrough | AppAuth::OneTime) => {
+                taken.push(http::header::AUTHORIZATION)
+            }
+            _ => {}
+        }
+    }
+    let has_caller_token = matches!(auth, Some(AgentAuth::Jwt(_) | AgentAuth::Passthrough(_)) | None);
+    for (i, header) in server.outbound_headers.iter().enumerate() {
+        let at = format!("{at}.outbound_headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(header.header.to_ascii_lowercase().as_bytes()) else {
+            errors.push(ConfigError::new(
+                format!("{at}.header"),
+                format!("\"{}\" is not a header name", header.header),
+            ));
+            continue;
+        };
+        if FORBIDDEN.contains(&name.as_str()) {
+            errors.push(ConfigError::new(
+                format!("{at}.header"),
+                format!("{name} cannot be set by the gateway"),
+            ));
+            continue;
+        }
+        if taken.contains(&name) {
+            errors.push(ConfigError::new(
+                format!("{at}.header"),
+                format!("{name} is already set by app_auth or another outbound header"),
+            ));
+            continue;
+        }
+        taken.push(name.clone());
+        let prefix = header.prefix.clone().unwrap_or_default();
+        if !is_header_safe(&prefix) {
+            errors.push(ConfigError::new(format!("{at}.prefix"), "must not contain control characters"));
+            continue;
+        }
+        let label: Arc<str> = format!("{}/{}", server.name, name).into();
+        let value = match &header.source {
+            OutboundSourceConfig::Static { value } => match value.resolve(base_dir) {
+                Ok(secret) => match HeaderValue::from_str(&format!("{prefix}{}", secret.expose())) {
+                    Ok(mut v) if is_header_safe(secret.expose()) => {
+                        v.set_sensitive(true);
+                        Some(OutboundValue::Static(v))
+                    }
+                    _ => {
+                        errors.push(ConfigError::new(format!("{at}.value"), "not a valid header value"));
+                        None
+                    }
+                },
+                Err(e) => {
+                    errors.push(ConfigError::new(format!("{at}.value"), e));
+                    None
+                }
+            },
+            OutboundSourceConfig::ServiceToken(client) => {
+                client_credentials(client, label, base_dir, &at, errors, warnings)
+                    .map(OutboundValue::ServiceToken)
+            }
+            OutboundSourceConfig::CallerToken {} | OutboundSourceConfig::TokenExchange(_)
+                if !has_caller_token =>
+            {
+                errors.push(
+                    ConfigError::new(
+                        format!("{at}.from"),
+                        "this server's callers have no token to forward or exchange",
+                    )
+                    .hint("caller_token and token_exchange need agent_auth jwt or passthrough"),
+                );
+                None
+            }
+            OutboundSourceConfig::CallerToken {} => Some(OutboundValue::CallerToken),
+            OutboundSourceConfig::TokenExchange(exchange) => {
+                token_exchange(exchange, label, base_dir, &at, errors, warnings).map(OutboundValue::Exchange)
+            }
+            OutboundSourceConfig::Claim { claim } if claim.is_empty() => {
+                errors.push(ConfigError::new(format!("{at}.claim"), "must name a claim"));
+                None
+            }
+            OutboundSourceConfig::Claim { claim } => Some(OutboundValue::Claim(claim.clone())),
+        };
+        if let Some(value) = value {
+            outbound.headers.push(OutboundHeader { name, prefix, value });
+        }
+    }
+    outbound
+}
+
+/// Names of headers the outbound settings set, to strip from inbound requests.
+pub fn outbound_header_names(outbound: &Outbound) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = outbound.headers.iter().map(|h| h.name.clone()).collect();
+    if let Some(AppAuth::Static(name, _)) = &outbound.app_auth {
+        names.push(name.clone());
+    }
+    names
+}
+
+fn is_header_safe(text: &str) -> bool {
+    text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+fn compile_app_auth(
+    config: &AppAuthConfig,
+    server: &str,
+    base_dir: &Path,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<AppAuth> {
+    let secret = |source: &crate::config::SecretSource, field: &str, errors: &mut Vec<ConfigError>| {
+        source
+            .resolve(base_dir)
+            .map_err(|e| errors.push(ConfigError::new(format!("{at}.{field}"), e)))
+            .ok()
+            .filter(|s| {
+                let safe = is_header_safe(s.expose());
+                if !safe {
+                    errors.push(ConfigError::new(format!("{at}.{field}"), "contains control characters"));
+                }
+                safe
+            })
+    };
+    let sensitive =
+        |text: String, field: &str, errors: &mut Vec<ConfigError>| match HeaderValue::from_str(&text) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                Some(v)
+            }
+            Err(_) => {
+                errors.push(ConfigError::new(format!("{at}.{field}"), "not a valid header value"));
+                None
+            }
+        };
+    match config {
+        AppAuthConfig::ApiKey { name, value, location: ApiKeyLocation::Header } => {
+            let header = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| {
+                    errors.push(ConfigError::new(
+                        format!("{at}.name"),
+                        format!("\"{name}\" is not a header name"),
+                    ))
+                })
+                .ok()?;
+            if FORBIDDEN.contains(&header.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("{header} cannot be set by the gateway"),
+                ));
+                return None;
+            }
+            let value = secret(value, "value", errors)?;
+            Some(AppAuth::Static(header, sensitive(value.expose().to_owned(), "value", errors)?))
+        }
+        AppAuthConfig::ApiKey { name, value, location: ApiKeyLocation::Query } => {
+            if name.is_empty() {
+                errors.push(ConfigError::new(format!("{at}.name"), "must not be empty"));
+                return None;
+            }
+            let value = secret(value, "value", errors)?;
+            let pair = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(name, value.expose())
+                .finish();
+            Some(AppAuth::Query { name: name.clone(), pair })
+        }
+        AppAuthConfig::Bearer { token } => {
+            let token = secret(token, "token", errors)?;
+            Some(AppAuth::Static(
+                http::header::AUTHORIZATION,
+                sensitive(format!("Bearer {}", token.expose()), "token", errors)?,
+            ))
+        }
+        AppAuthConfig::Basic { username, password } => {
+            if username.contains(':') {
+                errors.push(ConfigError::new(format!("{at}.username"), "must not contain ':'"));
+                return None;
+            }
+            let password = secret(password, "password", errors)?;
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
+            Some(AppAuth::Static(
+                http::header::AUTHORIZATION,
+                sensitive(format!("Basic {encoded}"), "password", errors)?,
+            ))
+        }
+        AppAuthConfig::Oauth2ClientCredentials(client) => {
+            client_credentials(client, format!("{server}/app_auth").into(), base_dir, at, errors, warnings)
+                .map(AppAuth::ClientCredentials)
+        }
+        AppAuthConfig::Passthrough {} => Some(AppAuth::Passthrough),
+        AppAuthConfig::OneTime {} => Some(AppAuth::OneTime),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn endpoint(
+    url: &str,
+    client_id: &str,
+    secret: &crate::config::SecretSource,
+    method: crate::config::ClientAuthMethod,
+    timeout: std::time::Duration,
+    base_dir: &Path,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<TokenEndpoint> {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => {}
+        Ok(u) if u.scheme() == "http" => {
+            let local = u.host_str().is_some_and(|h| {
+                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            if !local {
+                warnings.push(ConfigError::new(
+                    format!("{at}.token_url"),
+                    "plain http: the client secret and tokens cross the network unencrypted",
+                ));
+            }
+        }
+        _ => {
+            errors.push(ConfigError::new(
+                format!("{at}.token_url"),
+                format!("\"{url}\" is not an http(s) URL"),
+            ));
+            return None;
+        }
+    }
+    if client_id.is_empty() {
+        errors.push(ConfigError::new(format!("{at}.client_id"), "must not be empty"));
+        return None;
+    }
+    let client_secret = secret
+        .resolve(base_dir)
+        .map_err(|e| errors.push(ConfigError::new(format!("{at}.client_secret"), e)))
+        .ok()?;
+    if timeout.is_zero() {
+        errors.push(ConfigError::new(format!("{at}.timeout"), "must be greater than zero"));
+        return None;
+    }
+    Some(TokenEndpoint {
+        url: url.to_owned(),
+        client_id: client_id.to_owned(),
+        client_secret,
+        method,
+        timeout,
+    })
+}
+
+fn client_credentials(
+    c: &TokenClientConfig,
+    name: Arc<str>,
+    base_dir: &Path,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<ClientCredentials> {
+    let endpoint = endpoint(
+        &c.token_url,
+        &c.client_id,
+        &c.client_secret,
+        c.auth_method,
+        c.timeout.0,
+        base_dir,
+        at,
+        errors,
+        warnings,
+    )?;
+    let mut params = Vec::new();
+    if !c.scopes.is_empty() {
+        params.push(("scope".to_owned(), c.scopes.join(" ")));
+    }
+    if let Some(audience) = &c.audience {
+        params.push(("audience".to_owned(), audience.clone()));
+    }
+    if let Some(resource) = &c.resource {
+        params.push(("resource".to_owned(), resource.clone()));
+    }
+    let key = source_key("client_credentials", &endpoint, &params);
+    Some(ClientCredentials { name, key, endpoint: Arc::new(endpoint), params: Arc::new(params) })
+}
+
+fn token_exchange(
+    c: &TokenExchangeConfig,
+    name: Arc<str>,
+    base_dir: &Path,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<TokenExchange> {
+    let endpoint = endpoint(
+        &c.token_url,
+        &c.client_id,
+        &c.client_secret,
+        c.auth_method,
+        c.timeout.0,
+        base_dir,
+        at,
+        errors,
+        warnings,
+    )?;
+    let mut params = Vec::new();
+    for (key, value) in [
+        ("audience", &c.audience),
+        ("resource", &c.resource),
+        ("scope", &c.scope),
+        ("requested_token_type", &c.requested_token_type),
+    ] {
+        if let Some(value) = value {
+            params.push((key.to_owned(), value.clone()));
+        }
+    }
+    let mut keyed = params.clone();
+    keyed.push(("subject_token_type".to_owned(), c.subject_token_type.clone()));
+    let key = source_key("token_exchange", &endpoint, &keyed);
+    Some(TokenExchange {
+        name,
+        key,
+        endpoint: Arc::new(endpoint),
+        params: Arc::new(params),
+        subject_token_type: c.subject_token_type.clone(),
+        requested_token_type: c.requested_token_type.clone(),
+    })
+}
