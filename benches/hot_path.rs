@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the request path: route match, header restriction, JWT verification (a
-//! verified-token cache hit and full RS256 / ES256 verification), the legacy SSE endpoint rewriter.
+//! verified-token cache hit and full RS256 / ES256 verification), credential resolution on a token
+//! cache hit, the legacy SSE endpoint rewriter.
 //!
 //! `cargo bench --bench hot_path`; the figures go into the load results, never into assertions.
 
@@ -13,9 +14,15 @@ use pingora::http::RequestHeader;
 use serde_json::json;
 
 use portcullis::agent_auth::{JwtProvider, JwtRules, KeySet, Keys};
+use portcullis::app_auth::{
+    source_key, AppAuth, ClientCredentials, Outbound, OutboundHeader, OutboundValue, TokenEndpoint,
+};
+use portcullis::config::{ClientAuthMethod, Secret};
 use portcullis::headers::HeaderPolicy;
+use portcullis::identity::Identity;
 use portcullis::routes::{alias_path, RouteTable};
 use portcullis::sse_endpoint::{EndpointMapping, EndpointRewriter};
+use portcullis::tokens::{TokenCache, TokenCacheSettings, TokenResponse};
 use portcullis::upstream::Upstream;
 
 fn fixture(name: &str) -> String {
@@ -133,5 +140,58 @@ fn sse(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, jwt, routing, headers, sse);
+fn credentials(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cache: &'static TokenCache = Box::leak(Box::new(TokenCache::new(1000)));
+    let settings = TokenCacheSettings {
+        skew: Duration::from_secs(30),
+        refresh_at: 0.8,
+        default_ttl: Duration::from_secs(300),
+        failure_backoff: Duration::from_secs(1),
+    };
+    // Never contacted: the token is put in the cache before measuring.
+    let endpoint = TokenEndpoint {
+        url: "http://127.0.0.1:9/token".into(),
+        client_id: "bench".into(),
+        client_secret: Secret::new("secret".into()),
+        method: ClientAuthMethod::ClientSecretBasic,
+        timeout: Duration::from_secs(1),
+    };
+    let params = vec![("scope".to_owned(), "repo".to_owned())];
+    let key = source_key("client_credentials", &endpoint, &params);
+    let name: Arc<str> = "bench/app_auth".into();
+    rt.block_on(cache.get(key, &name, settings, || async {
+        Ok(TokenResponse {
+            access_token: Secret::new("service-token".into()),
+            token_type: Some("Bearer".into()),
+            issued_token_type: None,
+            expires_in: Some(Duration::from_secs(3600)),
+        })
+    }))
+    .unwrap();
+    let outbound = Outbound {
+        app_auth: Some(AppAuth::ClientCredentials(ClientCredentials {
+            name,
+            key,
+            endpoint: Arc::new(endpoint),
+            params: Arc::new(params),
+        })),
+        headers: vec![OutboundHeader {
+            name: http::HeaderName::from_static("x-user-email"),
+            prefix: String::new(),
+            value: OutboundValue::Claim("email".into()),
+        }],
+    };
+    let provider = provider(10);
+    let verified = rt.block_on(provider.verify(&token(Algorithm::RS256, "rsa-a", "alice"))).unwrap();
+    let identity = Identity::jwt(verified);
+    let request = RequestHeader::build("POST", b"/mcp", None).unwrap();
+    c.bench_function("credentials/client_credentials_cache_hit_plus_claim_header", |b| {
+        b.to_async(&rt).iter(|| async {
+            outbound.resolve(black_box(&request), Some(&identity), settings, cache).await.unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, jwt, routing, headers, credentials, sse);
 criterion_main!(benches);

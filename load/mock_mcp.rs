@@ -6,7 +6,9 @@
 //! - `GET /events?n=N`: an SSE response of N `message` events, each carrying the server's send
 //!   time in microseconds since the Unix epoch (for latency measurements), then the end.
 //!
-//! Usage: `mock-mcp [LISTEN_ADDR]` (default `127.0.0.1:3001`).
+//! Usage: `mock-mcp [LISTEN_ADDR]` (default `127.0.0.1:3001`). With `MOCK_MCP_REQUIRE_BEARER=TOKEN`
+//! in the environment, every request without `Authorization: Bearer TOKEN` gets 401 (to prove a
+//! credential injected by the gateway arrives).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -133,7 +135,28 @@ fn events(req: &Request<Incoming>) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
+static REQUIRED_BEARER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn authorized(req: &Request<Incoming>) -> bool {
+    match REQUIRED_BEARER
+        .get_or_init(|| std::env::var("MOCK_MCP_REQUIRE_BEARER").ok().filter(|t| !t.is_empty()))
+    {
+        None => true,
+        Some(token) => {
+            req.headers().get("authorization").and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {token}"))
+        }
+    }
+}
+
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if !authorized(&req) {
+        let mut response = full(StatusCode::UNAUTHORIZED, "application/json", r#"{"error":"invalid_token"}"#);
+        response
+            .headers_mut()
+            .insert("www-authenticate", hyper::header::HeaderValue::from_static("Bearer realm=\"mock-mcp\""));
+        return Ok(response);
+    }
     Ok(match (req.method(), req.uri().path()) {
         (&Method::POST, "/mcp") => post_mcp(req).await,
         (&Method::GET, "/mcp") => full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "no GET stream"),

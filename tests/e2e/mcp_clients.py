@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import jwt
@@ -47,8 +48,12 @@ class MockIdentityProvider:
     """Serves a JWKS for an RSA key made here and mints access tokens signed with it."""
 
     ISSUER = "https://idp.portcullis.e2e"
+    CLIENT_ID = "portcullis-e2e"
+    CLIENT_SECRET = "e2e:secret+with/odd%chars"
+    SERVICE_TOKEN = "e2e-service-token-3f9a"
 
     def __init__(self):
+        self.token_requests = 0
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         numbers = self.key.public_key().public_numbers()
 
@@ -57,13 +62,29 @@ class MockIdentityProvider:
 
         jwks = json.dumps({"keys": [{"kty": "RSA", "use": "sig", "kid": "e2e", "alg": "RS256", "n": b64(numbers.n), "e": b64(numbers.e)}]}).encode()
 
+        idp = self
+
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
+            def reply(self, status, body):
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(jwks)))
+                self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(jwks)
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self.reply(200, jwks)
+
+            def do_POST(self):
+                # Client credentials for the gateway's service account, HTTP Basic client auth.
+                length = int(self.headers.get("content-length", "0"))
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                expected = "Basic " + base64.b64encode(f"{idp.CLIENT_ID}:{urllib.parse.quote_plus(idp.CLIENT_SECRET)}".encode()).decode()
+                if form.get("grant_type") != "client_credentials" or self.headers.get("authorization") != expected:
+                    self.reply(401, b'{"error":"invalid_client"}')
+                    return
+                idp.token_requests += 1
+                self.reply(200, json.dumps({"access_token": idp.SERVICE_TOKEN, "token_type": "Bearer", "expires_in": 3600}).encode())
 
             def log_message(self, *args):
                 pass
@@ -71,6 +92,10 @@ class MockIdentityProvider:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def token_url(self):
+        return f"http://127.0.0.1:{self.port}/token"
 
     @property
     def jwks_url(self):
@@ -166,10 +191,22 @@ async def legacy_sse(url, headers=None):
             return await exercise(session)
 
 
+async def locked_mcp(url, headers):
+    async with streamablehttp_client(url, headers=headers) as (read, write, _session_id):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = await session.list_tools()
+            assert [t.name for t in tools.tools] == ["echo"], tools
+            result = await session.call_tool("echo", {"message": "credential injected"})
+            assert [c.text for c in result.content] == ["Echo: credential injected"], result
+            return len(tools.tools)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--gateway", required=True)
     parser.add_argument("--everything", required=True, help="server-everything's dist/index.js")
+    parser.add_argument("--mock-mcp", required=True, help="the repository's mock MCP server binary")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="portcullis-e2e-")
@@ -180,6 +217,9 @@ def main():
         http_port, sse_port = free_port(), free_port()
         procs.start("everything-http", ["node", args.everything, "streamableHttp"], {"PORT": str(http_port)}, http_port)
         procs.start("everything-sse", ["node", args.everything, "sse"], {"PORT": str(sse_port)}, sse_port)
+        # An upstream that refuses anything without the gateway's service token.
+        locked_port = free_port()
+        procs.start("locked-mcp", [args.mock_mcp, f"127.0.0.1:{locked_port}"], {"MOCK_MCP_REQUIRE_BEARER": MockIdentityProvider.SERVICE_TOKEN}, locked_port)
 
         gw_port, admin_port = free_port(), free_port()
         audience = f"http://127.0.0.1:{gw_port}/secure"
@@ -193,7 +233,7 @@ identity_providers:
   e2e:
     issuer: "{MockIdentityProvider.ISSUER}"
     jwks_url: "{idp.jwks_url}"
-    audiences: ["{audience}", "http://127.0.0.1:{gw_port}/secure-legacy"]
+    audiences: ["{audience}", "http://127.0.0.1:{gw_port}/secure-legacy", "http://127.0.0.1:{gw_port}/locked"]
     algorithms: [RS256]
 agent_auth: {{mode: none, allow_unauthenticated: true}}
 servers:
@@ -211,9 +251,23 @@ servers:
     path: /secure-legacy
     upstream: "http://127.0.0.1:{sse_port}"
     agent_auth: {{mode: jwt, provider: e2e, scopes: ["mcp:tools"]}}
+  - name: locked
+    path: /locked
+    upstream: "http://127.0.0.1:{locked_port}/mcp"
+    agent_auth: {{mode: jwt, provider: e2e}}
+    app_auth:
+      type: oauth2_client_credentials
+      token_url: "{idp.token_url}"
+      client_id: "{MockIdentityProvider.CLIENT_ID}"
+      client_secret: "${{env:E2E_CLIENT_SECRET}}"
 """
             )
-        gateway_log = procs.start("gateway", [args.gateway, "run", "-c", config], {"PORTCULLIS_LOG": "info"}, gw_port)
+        gateway_log = procs.start(
+            "gateway",
+            [args.gateway, "run", "-c", config],
+            {"PORTCULLIS_LOG": "info", "E2E_CLIENT_SECRET": MockIdentityProvider.CLIENT_SECRET},
+            gw_port,
+        )
         wait_port(admin_port, procs.procs[-1], gateway_log)
 
         base = f"http://127.0.0.1:{gw_port}"
@@ -225,7 +279,23 @@ servers:
             ("legacy HTTP+SSE", legacy_sse, f"{base}/legacy/sse", None),
             ("streamable HTTP with a bearer token", streamable_http, f"{base}/secure", bearer),
             ("legacy HTTP+SSE with a bearer token", legacy_sse, f"{base}/secure-legacy/sse", legacy_bearer),
+            (
+                "an upstream that needs the gateway's client-credentials token",
+                locked_mcp,
+                f"{base}/locked",
+                {"Authorization": f"Bearer {idp.token(f'{base}/locked')}"},
+            ),
         ]
+
+        try:
+            status, _ = challenge_without_token(f"http://127.0.0.1:{locked_port}/mcp")
+            assert status == 401, f"the locked upstream answered {status} without a credential"
+            print("ok: the locked upstream refuses a request without the service token")
+            results.append(True)
+        except Exception:
+            print("FAILED: the locked upstream check")
+            traceback.print_exc()
+            results.append(False)
 
         try:
             status, challenge = challenge_without_token(f"{base}/secure")
@@ -252,6 +322,9 @@ servers:
                 print(f"FAILED: {name} ({url})")
                 traceback.print_exc()
                 results.append(False)
+        if idp.token_requests != 1:
+            print(f"FAILED: the gateway asked for the service token {idp.token_requests} times, expected once (cached)")
+            results.append(False)
         if not all(results):
             print(f"--- gateway log ---\n{open(gateway_log).read()[-4000:]}")
     finally:
