@@ -15,6 +15,7 @@ pub mod identity;
 pub mod metrics;
 pub mod origin;
 pub mod registry;
+pub mod reload;
 pub mod routes;
 pub mod serve;
 pub mod sse_endpoint;

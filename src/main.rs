@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use portcullis::config::{load_file, ConfigErrors};
+use portcullis::config::ConfigErrors;
 use portcullis::registry::Registry;
 use portcullis::serve::{build_server, ProcessOptions};
 
@@ -53,9 +53,7 @@ enum LogFormat {
 }
 
 fn load(path: &Path) -> Result<Registry, ConfigErrors> {
-    let config = load_file(path)?;
-    let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Registry::compile(config, base_dir)
+    Registry::load(path, None)
 }
 
 fn init_logging(format: LogFormat) {
@@ -102,7 +100,13 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             tracing::info!(config = %config.display(), servers = registry.servers.len(), "starting portcullis");
             let options = ProcessOptions { upgrade, daemon, server_conf };
-            let server = build_server(registry, &options).context("cannot start the gateway")?;
+            // Pingora does not handle SIGHUP, whose default action ends the process: ignore it
+            // until the reload service installs its handler.
+            // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+            unsafe {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            }
+            let server = build_server(registry, config, &options).context("cannot start the gateway")?;
             server.run_forever()
         }
     }

@@ -36,6 +36,12 @@ pub struct Metrics {
     pub token_fetches: IntCounterVec,
     /// Token endpoint latency by credential source.
     pub token_fetch_duration: HistogramVec,
+    /// Config reloads by result (`ok`, `unchanged`, `error`, `needs_upgrade`).
+    pub config_reloads: IntCounterVec,
+    /// 1 for the running config's hash.
+    pub config_info: IntGaugeVec,
+    /// When the running config was loaded (Unix seconds).
+    pub config_loaded_at: prometheus::Gauge,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -99,6 +105,15 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             &["source"],
         )?;
+        let config_reloads =
+            IntCounterVec::new(Opts::new("config_reloads_total", "Config reloads, by result"), &["result"])?;
+        let config_info =
+            IntGaugeVec::new(Opts::new("config_info", "The running config (1), by hash"), &["hash"])?;
+        let config_loaded_at =
+            prometheus::Gauge::new("config_loaded_timestamp_seconds", "When the running config was loaded")?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_info.clone()))?;
+        registry.register(Box::new(config_loaded_at.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(token_fetches.clone()))?;
         registry.register(Box::new(token_fetch_duration.clone()))?;
@@ -123,6 +138,9 @@ impl Metrics {
             token_cache,
             token_fetches,
             token_fetch_duration,
+            config_reloads,
+            config_info,
+            config_loaded_at,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Assembles the Pingora server from a compiled registry: the proxy service on every listener,
 //! the admin listener, and the background DNS refresh.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use crate::admin::AdminApp;
 use crate::dns::DnsRefresher;
 use crate::gateway::Gateway;
 use crate::registry::Registry;
+use crate::reload::{FileWatchReload, Reloader, SighupReload};
 
 /// Why the server could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +44,13 @@ pub struct ProcessOptions {
     pub server_conf: Option<String>,
 }
 
-/// Builds the Pingora server for `registry`; call `run_forever` on the result.
-pub fn build_server(registry: Registry, options: &ProcessOptions) -> Result<Server, ServeError> {
+/// Builds the Pingora server for `registry`, loaded from `config_path` (reloaded from there on
+/// SIGHUP, file changes and `POST /reload`); call `run_forever` on the result.
+pub fn build_server(
+    registry: Registry,
+    config_path: PathBuf,
+    options: &ProcessOptions,
+) -> Result<Server, ServeError> {
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
@@ -81,10 +88,13 @@ pub fn build_server(registry: Registry, options: &ProcessOptions) -> Result<Serv
     }
     server.add_service(proxy);
 
-    let mut admin = Service::new("portcullis-admin".to_owned(), AdminApp::new(registry.clone()));
+    let reloader = Arc::new(Reloader::new(config_path, registry.clone()));
+    let mut admin = Service::new("portcullis-admin".to_owned(), AdminApp::new(reloader.clone()));
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin);
 
     server.add_service(background_service("portcullis-dns", DnsRefresher::new(registry)));
+    server.add_service(background_service("portcullis-sighup", SighupReload(reloader.clone())));
+    server.add_service(background_service("portcullis-watch", FileWatchReload(reloader)));
     Ok(server)
 }

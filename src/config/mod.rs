@@ -57,6 +57,46 @@ pub struct Config {
     pub servers: Vec<ServerConfig>,
 }
 
+impl Config {
+    /// Files the config refers to (TLS material, JWKS files, `${file:…}` secrets), as written.
+    pub fn referenced_files(&self) -> Vec<String> {
+        let mut files = Vec::new();
+        let mut secret = |s: &SecretSource| {
+            if let SecretSource::File(path) = s {
+                files.push(path.clone());
+            }
+        };
+        if let Some(token) = &self.admin.auth_token {
+            secret(token);
+        }
+        for server in &self.servers {
+            match &server.app_auth {
+                Some(AppAuthConfig::ApiKey { value, .. }) => secret(value),
+                Some(AppAuthConfig::Bearer { token }) => secret(token),
+                Some(AppAuthConfig::Basic { password, .. }) => secret(password),
+                Some(AppAuthConfig::Oauth2ClientCredentials(client)) => secret(&client.client_secret),
+                _ => {}
+            }
+            for header in &server.outbound_headers {
+                match &header.source {
+                    OutboundSourceConfig::ServiceToken(client) => secret(&client.client_secret),
+                    OutboundSourceConfig::TokenExchange(exchange) => secret(&exchange.client_secret),
+                    OutboundSourceConfig::Static { value } => secret(value),
+                    _ => {}
+                }
+            }
+        }
+        for listener in &self.listen {
+            if let Some(tls) = &listener.tls {
+                files.push(tls.cert.clone());
+                files.push(tls.key.clone());
+            }
+        }
+        files.extend(self.identity_providers.values().filter_map(|p| p.jwks_file.clone()));
+        files
+    }
+}
+
 fn default_dns_refresh() -> ConfigDuration {
     ConfigDuration::secs(30)
 }

@@ -28,15 +28,26 @@ const ASYMMETRIC: [Algorithm; 9] = [
 ];
 
 /// Compiles every identity provider; errors and warnings are pushed with their paths.
+///
+/// A provider whose keys are fetched and whose settings did not change since `previous` is taken
+/// over as it is, with its cached keys and verified tokens: a reload causes no burst of JWKS
+/// requests.
 pub fn compile_providers(
     providers: &BTreeMap<String, IdentityProviderConfig>,
     base_dir: &Path,
+    previous: Option<&super::Registry>,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, Arc<JwtProvider>> {
     providers
         .iter()
         .filter_map(|(name, config)| {
+            let unchanged = previous
+                .filter(|p| p.source.identity_providers.get(name) == Some(config))
+                .and_then(|p| p.providers.get(name));
+            if let Some(kept) = unchanged.filter(|p| p.remote_keys().is_some()) {
+                return Some((name.clone(), kept.clone()));
+            }
             let at = format!("identity_providers.{name}");
             let before = errors.len();
             let provider = compile_provider(name, config, base_dir, &at, errors, warnings);

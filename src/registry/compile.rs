@@ -35,6 +35,16 @@ impl Registry {
     /// Validates `config` and compiles it. Relative file paths are taken from `base_dir` (the
     /// config file's folder). Upstream host names are resolved here, never per request.
     pub fn compile(config: Config, base_dir: &Path) -> Result<Registry, ConfigErrors> {
+        Self::compile_after(config, base_dir, None)
+    }
+
+    /// Like [`Registry::compile`] on a reload: what did not change is taken over from `previous`
+    /// (identity providers with their key caches).
+    pub fn compile_after(
+        config: Config,
+        base_dir: &Path,
+        previous: Option<&Registry>,
+    ) -> Result<Registry, ConfigErrors> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
 
@@ -74,7 +84,8 @@ impl Registry {
             errors.push(ConfigError::new("dns_refresh", "must be at least 1s"));
         }
 
-        let providers = compile_providers(&config.identity_providers, base_dir, &mut errors, &mut warnings);
+        let providers =
+            compile_providers(&config.identity_providers, base_dir, previous, &mut errors, &mut warnings);
         if let Some(default_auth) = &config.agent_auth {
             // Checked once here; servers that inherit it do not repeat its errors.
             compile_agent_auth(
@@ -152,6 +163,8 @@ impl Registry {
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
         Ok(Registry {
+            hash: String::new(),
+            watched: Vec::new(),
             token_settings,
             token_capacity: config.token_cache.capacity,
             public_host,

@@ -5,6 +5,9 @@
 
 mod auth;
 mod compile;
+mod load;
+
+pub use load::base_dir;
 mod outbound;
 
 use std::collections::{BTreeMap, HashMap};
@@ -130,6 +133,10 @@ pub struct Registry {
     routes: RouteTable,
     /// When this registry was compiled.
     pub loaded_at: SystemTime,
+    /// Digest of the config file and the files it refers to (shown by `/readyz` and a metric).
+    pub hash: String,
+    /// The config file and the files it refers to (watched for changes).
+    pub watched: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Registry {
