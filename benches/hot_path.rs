@@ -125,6 +125,7 @@ fn sse(c: &mut Criterion) {
         upstream_base: String::new(),
         sse_request_path: "/sse".into(),
         gateway_prefix: "/gh".into(),
+        session_wrap: None,
     };
     let first = Bytes::from_static(
         b"event: endpoint\ndata: /message?sessionId=0f8e2c4a-1b7d-4e4b-9a53-1c2d3e4f5a6b\n\n",

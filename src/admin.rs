@@ -73,9 +73,22 @@ impl AdminApp {
     fn ready(&self) -> Response<Vec<u8>> {
         let registry = self.registry.load();
         let loaded = registry.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let replicas: serde_json::Map<String, serde_json::Value> = registry
+            .servers
+            .iter()
+            .map(|s| {
+                let health: Vec<_> = s
+                    .upstreams
+                    .iter()
+                    .map(|u| serde_json::json!({"upstream": u.url, "healthy": u.is_healthy()}))
+                    .collect();
+                (s.name.to_string(), serde_json::Value::from(health))
+            })
+            .collect();
         let body = serde_json::json!({
             "status": "ready",
             "servers": registry.servers.len(),
+            "replicas": replicas,
             "config_hash": registry.hash,
             "config_loaded_at": loaded,
         });

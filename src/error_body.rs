@@ -47,13 +47,15 @@ pub enum GatewayError {
     CredentialUnavailable(Arc<str>),
     /// The upstream refused the credential the gateway sent (502).
     UpstreamRejectedCredential,
+    /// The MCP session is unknown, forged, or its replica is gone (404: start a new session).
+    SessionNotFound,
 }
 
 impl GatewayError {
     /// HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Self::UnknownRoute => 404,
+            Self::UnknownRoute | Self::SessionNotFound => 404,
             Self::BadPath | Self::BadRequest | Self::TokenInQuery | Self::UnsafeHeaderValue(_) => 400,
             Self::MissingToken
             | Self::InvalidToken(_)
@@ -89,6 +91,7 @@ impl GatewayError {
             Self::UnsafeHeaderValue(_) => "unsafe_header_value",
             Self::CredentialUnavailable(_) => "credential_unavailable",
             Self::UpstreamRejectedCredential => "upstream_rejected_credential",
+            Self::SessionNotFound => "session_not_found",
         }
     }
 
@@ -117,6 +120,7 @@ impl GatewayError {
                 "the credential for the MCP server cannot be obtained right now"
             }
             Self::UpstreamRejectedCredential => "the MCP server refused the gateway's credential",
+            Self::SessionNotFound => "session not found: initialize a new MCP session",
         }
     }
 

@@ -4,6 +4,7 @@
 //! operator's [`config`]. See `DESIGN.md` in the shared folder for the map.
 
 pub mod admin;
+pub mod affinity;
 pub mod agent_auth;
 pub mod app_auth;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod dns;
 pub mod error_body;
 pub mod gateway;
 pub mod headers;
+pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod origin;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// When the running config was loaded (Unix seconds).
     pub config_loaded_at: prometheus::Gauge,
+    /// 1 when a replica passes its health checks, by server and upstream.
+    pub upstream_healthy: IntGaugeVec,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -111,6 +113,11 @@ impl Metrics {
             IntGaugeVec::new(Opts::new("config_info", "The running config (1), by hash"), &["hash"])?;
         let config_loaded_at =
             prometheus::Gauge::new("config_loaded_timestamp_seconds", "When the running config was loaded")?;
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new("upstream_healthy", "1 when a replica passes its health checks"),
+            &["server", "upstream"],
+        )?;
+        registry.register(Box::new(upstream_healthy.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_info.clone()))?;
         registry.register(Box::new(config_loaded_at.clone()))?;
@@ -141,6 +148,7 @@ impl Metrics {
             config_reloads,
             config_info,
             config_loaded_at,
+            upstream_healthy,
         })
     }
 

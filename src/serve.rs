@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::dns::DnsRefresher;
 use crate::gateway::Gateway;
+use crate::health::HealthChecker;
 use crate::registry::Registry;
 use crate::reload::{FileWatchReload, Reloader, SighupReload};
 
@@ -93,7 +94,8 @@ pub fn build_server(
     admin.add_tcp(&admin_addr.to_string());
     server.add_service(admin);
 
-    server.add_service(background_service("portcullis-dns", DnsRefresher::new(registry)));
+    server.add_service(background_service("portcullis-dns", DnsRefresher::new(registry.clone())));
+    server.add_service(background_service("portcullis-health", HealthChecker::new(registry)));
     server.add_service(background_service("portcullis-sighup", SighupReload(reloader.clone())));
     server.add_service(background_service("portcullis-watch", FileWatchReload(reloader)));
     Ok(server)

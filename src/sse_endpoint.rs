@@ -7,6 +7,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::affinity::{query_param, replace_query_param, SessionKey};
 use crate::upstream::Upstream;
 
 /// Events longer than this before the endpoint event arrives stop the rewriting (the stream
@@ -22,6 +23,8 @@ pub struct EndpointMapping {
     pub sse_request_path: String,
     /// The gateway path that stands for `upstream_base`: public base path + matched prefix.
     pub gateway_prefix: String,
+    /// For a pooled server: the key and replica id that wrap the endpoint's `sessionId`.
+    pub session_wrap: Option<(SessionKey, String)>,
 }
 
 impl EndpointMapping {
@@ -62,6 +65,12 @@ impl EndpointMapping {
             mapped.push('/');
         }
         mapped.push_str(rest);
+        if let Some((key, replica)) = &self.session_wrap {
+            if let Some(original) = mapped.split_once('?').and_then(|(_, q)| query_param(q, "sessionId")) {
+                let wrapped = key.wrap(replica, original);
+                mapped = replace_query_param(&mapped, "sessionId", &wrapped);
+            }
+        }
         Some(mapped)
     }
 }
@@ -193,6 +202,7 @@ mod tests {
             upstream_base: String::new(),
             sse_request_path: "/sse".into(),
             gateway_prefix: "/gw/everything".into(),
+            session_wrap: None,
         }
     }
 
@@ -227,11 +237,22 @@ mod tests {
             upstream_base: "/api".into(),
             sse_request_path: "/api/sse".into(),
             gateway_prefix: "/x".into(),
+            session_wrap: None,
         };
         assert_eq!(m.map(&up, "/api/messages").as_deref(), Some("/x/messages"));
         assert_eq!(m.map(&up, "messages").as_deref(), Some("/x/messages"));
         assert_eq!(m.map(&up, "/apix/messages"), None);
         assert_eq!(m.map(&up, "/other"), None);
+    }
+
+    #[test]
+    fn a_pooled_servers_endpoint_carries_a_wrapped_session_id() {
+        let key = SessionKey::new(b"k");
+        let m = EndpointMapping { session_wrap: Some((key.clone(), "r1".into())), ..mapping() };
+        let mapped = m.map(&upstream(), "/message?sessionId=abc&x=1").unwrap();
+        let wrapped = query_param(mapped.split_once('?').unwrap().1, "sessionId").unwrap();
+        assert_eq!(key.unwrap(wrapped), Some(("r1", "abc")));
+        assert!(mapped.starts_with("/gw/everything/message?sessionId=pc1.r1.") && mapped.ends_with("&x=1"));
     }
 
     #[test]

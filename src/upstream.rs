@@ -2,6 +2,7 @@
 //! and TLS settings, all computed when the config loads.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -28,6 +29,11 @@ pub struct Upstream {
     pub host_header: HeaderValue,
     /// Addresses the host resolved to; refreshed in the background, never empty.
     addrs: ArcSwap<Vec<SocketAddr>>,
+    /// A short stable name derived from the URL: what a gateway-wrapped session id names.
+    pub id: String,
+    healthy: AtomicBool,
+    streak: AtomicU32,
+    in_flight: AtomicUsize,
 }
 
 /// Why an upstream URL cannot be used.
@@ -79,7 +85,15 @@ impl Upstream {
             path => path.to_owned(),
         };
         let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let id = {
+            use sha2::Digest;
+            sha2::Sha256::digest(url.as_str().as_bytes()).iter().take(4).map(|b| format!("{b:02x}")).collect()
+        };
         Ok(Self {
+            id,
+            healthy: AtomicBool::new(true),
+            streak: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
             url: url.to_string(),
             tls,
             sni: sni.map_or_else(|| bare_host.clone(), str::to_owned),
@@ -102,6 +116,42 @@ impl Upstream {
     pub fn set_addrs(&self, addrs: Vec<SocketAddr>) {
         if !addrs.is_empty() && **self.addrs.load() != addrs {
             self.addrs.store(Arc::new(addrs));
+        }
+    }
+
+    /// Whether health checks (if any) consider the replica up. Replicas start healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Records a probe result; returns the new health when it changed. A replica flips after
+    /// `to_up` successes or `to_down` failures in a row.
+    pub fn record_probe(&self, ok: bool, to_up: u32, to_down: u32) -> Option<bool> {
+        let healthy = self.is_healthy();
+        if ok == healthy {
+            self.streak.store(0, Ordering::Release);
+            return None;
+        }
+        let streak = self.streak.fetch_add(1, Ordering::AcqRel) + 1;
+        if streak >= if ok { to_up } else { to_down } {
+            self.streak.store(0, Ordering::Release);
+            self.healthy.store(ok, Ordering::Release);
+            return Some(ok);
+        }
+        None
+    }
+
+    /// Requests in flight to this replica.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request that started (`+1`) or ended (`-1`) on this replica.
+    pub fn track(&self, started: bool) {
+        if started {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -158,6 +208,20 @@ mod tests {
         assert_eq!(u.host_header, "[::1]");
         assert!(u.is_same_origin(&url::Url::parse("https://[::1]:443/x").unwrap()));
         assert!(!u.is_same_origin(&url::Url::parse("http://[::1]:443/x").unwrap()));
+    }
+
+    #[test]
+    fn health_flips_only_after_enough_probes_in_a_row() {
+        let u = Upstream::from_url("http://127.0.0.1:1", None, true).unwrap();
+        assert_eq!(u.record_probe(false, 2, 3), None);
+        assert_eq!(u.record_probe(false, 2, 3), None);
+        assert_eq!(u.record_probe(true, 2, 3), None, "a success resets the streak");
+        assert_eq!(u.record_probe(false, 2, 3), None);
+        assert_eq!(u.record_probe(false, 2, 3), None);
+        assert_eq!(u.record_probe(false, 2, 3), Some(false));
+        assert!(!u.is_healthy());
+        assert_eq!(u.record_probe(true, 2, 3), None);
+        assert_eq!(u.record_probe(true, 2, 3), Some(true));
     }
 
     #[test]

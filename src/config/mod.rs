@@ -52,6 +52,11 @@ pub struct Config {
     /// How outbound tokens (client credentials, token exchange) are cached.
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
+    /// Key that authenticates the session ids the gateway hands out for servers with several
+    /// replicas. Give every gateway host the same key; without one, a random key per process is
+    /// used (sessions then stay on the host that created them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_key: Option<SecretSource>,
     /// The registry of MCP servers behind the gateway.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
@@ -213,6 +218,12 @@ pub struct ServerConfig {
     /// Inbound headers never forwarded to this server: case-insensitive globs like `x-internal-*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restricted_headers: Vec<String>,
+    /// How requests without a session are spread over `upstreams`.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// Active health checks of the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
     /// The credential the upstream receives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_auth: Option<AppAuthConfig>,
@@ -236,6 +247,62 @@ fn default_read_timeout() -> ConfigDuration {
 }
 fn default_stream_idle_timeout() -> ConfigDuration {
     ConfigDuration::secs(600)
+}
+
+/// How requests without a session pick a replica.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// The replica with the fewest requests in flight.
+    LeastConnections,
+}
+
+/// How replicas are probed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// A TCP connect.
+    #[default]
+    Tcp,
+    /// `GET <path>`; any status below 500 is healthy (http upstreams; https ones get a TCP check).
+    Http,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `tcp` (default) or `http`.
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    /// Path probed by `http` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Time between probes.
+    #[serde(default = "default_check_interval")]
+    pub interval: ConfigDuration,
+    /// Timeout of one probe.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: ConfigDuration,
+    /// Successes in a row that make a replica healthy again.
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    /// Failures in a row that make a replica unhealthy.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_check_interval() -> ConfigDuration {
+    ConfigDuration::secs(5)
+}
+fn default_check_timeout() -> ConfigDuration {
+    ConfigDuration::secs(1)
+}
+fn default_threshold() -> u32 {
+    2
 }
 
 /// TLS settings for `https` upstreams.

@@ -28,8 +28,12 @@ pub struct RequestCtx {
     pub target: Option<http::Uri>,
     /// The client accepts `text/event-stream`, so the response may be a long-lived stream.
     pub stream_capable: bool,
-    /// Connection attempts made so far.
-    pub attempt: usize,
+    /// Replicas tried so far, a bit each.
+    pub tried: u64,
+    /// The replica the request's MCP session lives on (from a wrapped session id).
+    pub pinned: Option<usize>,
+    /// The session id the replica issued, sent upstream in place of the wrapped one.
+    pub session_original: Option<http::HeaderValue>,
     /// The replica of the current attempt.
     pub upstream: Option<Arc<Upstream>>,
     /// When the request header went upstream.
@@ -57,7 +61,9 @@ impl RequestCtx {
             cors: false,
             target: None,
             stream_capable: false,
-            attempt: 0,
+            tried: 0,
+            pinned: None,
+            session_original: None,
             upstream: None,
             upstream_sent_at: None,
             is_stream: false,

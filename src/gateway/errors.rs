@@ -115,9 +115,13 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
         let kind = if error == Some(GatewayError::UpstreamTimeout) { "timeout" } else { "protocol" };
         Metrics::global().upstream_errors.with_label_values(&[ctx.server_name(), kind]).inc();
     }
-    let Some(error) = error else {
+    let Some(mut error) = error else {
         return FailToProxy { error_code: 0, can_reuse_downstream: false };
     };
+    // A session whose replica cannot be reached is gone: the client must start a new one.
+    if ctx.pinned.is_some() && ctx.upstream_sent_at.is_none() && e.esource() == &ErrorSource::Upstream {
+        error = GatewayError::SessionNotFound;
+    }
     let status = error.status();
     if session.response_written().is_none() {
         if let Err(write_error) = respond(session, ctx, error, None).await {

@@ -18,6 +18,9 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     let metrics = Metrics::global();
     metrics.requests.with_label_values(&[server, status_label]).inc();
     metrics.request_duration.with_label_values(&[server]).observe(elapsed.as_secs_f64());
+    if let Some(upstream) = &ctx.upstream {
+        upstream.track(false);
+    }
     if ctx.is_stream {
         metrics.active_streams.with_label_values(&[server]).dec();
     }

@@ -31,6 +31,11 @@ use pingora::{Error, Result};
 
 pub use context::RequestCtx;
 
+/// The Streamable HTTP session header.
+pub const MCP_SESSION_ID: &str = "mcp-session-id";
+/// The legacy HTTP+SSE session query parameter.
+pub const LEGACY_SESSION_PARAM: &str = "sessionId";
+
 use crate::registry::Registry;
 
 /// The gateway: the live registry and the metrics every phase reports to.

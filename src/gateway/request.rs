@@ -6,7 +6,8 @@ use std::sync::Arc;
 use pingora::proxy::Session;
 use pingora::Result;
 
-use super::{errors, local, Gateway, RequestCtx};
+use super::{errors, local, Gateway, RequestCtx, LEGACY_SESSION_PARAM, MCP_SESSION_ID};
+use crate::affinity::{query_param, replace_query_param};
 use crate::agent_auth::{AuthFailure, WELL_KNOWN_PREFIX};
 use crate::app_auth::{AppAuth, CredentialError};
 use crate::error_body::GatewayError;
@@ -79,6 +80,11 @@ pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCt
     };
     ctx.stream_capable = accepts_event_stream(session);
 
+    if server.is_pooled() && pin_session(session, ctx, &registry, route.server).is_none() {
+        errors::respond(session, ctx, GatewayError::SessionNotFound, None).await?;
+        return Ok(true);
+    }
+
     if !server.outbound.is_empty() {
         if let Some(AppAuth::Query { name, pair }) = &server.outbound.app_auth {
             ctx.target = ctx.target.take().and_then(|t| with_query_param(&t, name, pair));
@@ -108,6 +114,34 @@ pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCt
         }
     }
     Ok(false)
+}
+
+/// For a pooled server, pins a request of an MCP session to the replica named by its wrapped
+/// session id (header, or the legacy `sessionId` parameter) and restores the original id.
+/// `None` when the id is forged, unknown, or its replica is gone or unhealthy.
+fn pin_session(session: &Session, ctx: &mut RequestCtx, registry: &Registry, server: usize) -> Option<()> {
+    let server = &registry.servers[server];
+    let key = &registry.session_key;
+    let mut pin = |wrapped: &str| -> Option<String> {
+        let (replica, original) = key.unwrap(wrapped)?;
+        let index = server.replica_by_id(replica)?;
+        if !server.upstreams[index].is_healthy() || ctx.pinned.is_some_and(|p| p != index) {
+            return None;
+        }
+        ctx.pinned = Some(index);
+        Some(original.to_owned())
+    };
+    if let Some(value) = session.req_header().headers.get(MCP_SESSION_ID) {
+        let original = pin(value.to_str().ok()?)?;
+        ctx.session_original = Some(http::HeaderValue::from_str(&original).ok()?);
+    }
+    let target = ctx.target.as_ref()?;
+    if let Some(wrapped) = target.query().and_then(|q| query_param(q, LEGACY_SESSION_PARAM)) {
+        let original = pin(wrapped)?;
+        let rewritten = replace_query_param(&target.to_string(), LEGACY_SESSION_PARAM, &original);
+        ctx.target = Some(http::Uri::try_from(rewritten).ok()?);
+    }
+    Some(())
 }
 
 /// The target with the API key parameter set: any parameter of that name from the client is

@@ -5,12 +5,28 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use super::{errors, RequestCtx};
+use super::{errors, RequestCtx, MCP_SESSION_ID};
 use crate::error_body::{render, GatewayError};
 use crate::metrics::Metrics;
 use crate::origin;
 use crate::sse_endpoint::{EndpointMapping, EndpointRewriter};
 use crate::tokens::TokenCache;
+
+/// For a pooled server, the session id a replica issues goes to the client wrapped with the
+/// replica's id, so later requests of the session find their way back.
+fn wrap_session_id(response: &mut ResponseHeader, ctx: &RequestCtx) {
+    let (Some(registry), Some(route), Some(upstream)) = (&ctx.registry, ctx.route, &ctx.upstream) else {
+        return;
+    };
+    if !registry.servers[route.server].is_pooled() {
+        return;
+    }
+    let Some(original) = response.headers.get(MCP_SESSION_ID).and_then(|v| v.to_str().ok()) else { return };
+    let wrapped = registry.session_key.wrap(&upstream.id, original);
+    if response.insert_header(MCP_SESSION_ID, wrapped).is_err() {
+        tracing::warn!("cannot wrap the session id of a pooled server");
+    }
+}
 
 /// Adds CORS headers for browser callers to whatever goes downstream.
 pub fn downstream_headers(
@@ -38,6 +54,7 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
         refuse_rejected_credential(session, response, ctx);
         return;
     }
+    wrap_session_id(response, ctx);
     let is_event_stream = response
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -62,6 +79,9 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
         upstream_base: upstream.base_path.clone(),
         sse_request_path: target.path().to_owned(),
         gateway_prefix: format!("{}{}", registry.public_base_path, &request_path[..route.prefix_len]),
+        session_wrap: registry.servers[route.server]
+            .is_pooled()
+            .then(|| (registry.session_key.clone(), upstream.id.clone())),
     };
     ctx.rewriter = Some(EndpointRewriter::new(mapping));
     // The rewritten event changes the length; SSE has none in practice, but never send a wrong one.

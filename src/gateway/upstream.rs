@@ -7,7 +7,7 @@ use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use super::RequestCtx;
+use super::{RequestCtx, MCP_SESSION_ID};
 use crate::metrics::Metrics;
 
 /// The peer for this attempt, from an address resolved when the config loaded (no DNS here).
@@ -15,7 +15,13 @@ pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     let server = ctx
         .server()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
-    let upstream = server.upstream_for_attempt(ctx.attempt).clone();
+    let index = match ctx.pinned {
+        Some(index) => index,
+        None => server
+            .choose(ctx.tried)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every replica was tried"))?,
+    };
+    let upstream = server.upstreams[index].clone();
     let read_timeout = if ctx.stream_capable { server.stream_idle_timeout } else { server.read_timeout };
     let connect_timeout = server.connect_timeout;
 
@@ -25,19 +31,23 @@ pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     peer.options.write_timeout = Some(read_timeout);
     peer.options.verify_cert = upstream.verify_tls;
     peer.options.verify_hostname = upstream.verify_tls;
-    ctx.attempt += 1;
-    ctx.upstream = Some(upstream);
+    ctx.tried |= 1 << index;
+    // Count the request against the replica it is on now (for least-connections).
+    upstream.track(true);
+    if let Some(previous) = ctx.upstream.replace(upstream) {
+        previous.track(false);
+    }
     Ok(Box::new(peer))
 }
 
-/// A failed connect is retried on the next replica while there is one not yet tried; nothing
-/// was sent yet, so the retry is safe for every method.
+/// A failed connect is retried on another replica while there is one not yet tried (nothing was
+/// sent yet, so the retry is safe for every method) — but never for a request of a session,
+/// which lives on its replica only.
 pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     let replicas = ctx.server().map_or(0, |s| s.upstreams.len());
+    let all_tried = ctx.tried.count_ones() as usize >= replicas;
     Metrics::global().upstream_errors.with_label_values(&[ctx.server_name(), "connect"]).inc();
-    if ctx.attempt < replicas {
-        e.set_retry(true);
-    }
+    e.set_retry(ctx.pinned.is_none() && !all_tried);
     e
 }
 
@@ -60,6 +70,9 @@ pub fn prepare_request(
     }
     if let Some(credentials) = &ctx.credentials {
         credentials.apply(inbound, request)?;
+    }
+    if let Some(original) = &ctx.session_original {
+        request.insert_header(MCP_SESSION_ID, original.clone())?;
     }
     ctx.upstream_sent_at = Some(Instant::now());
     Ok(())

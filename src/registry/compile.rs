@@ -8,8 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use super::auth::{compile_agent_auth, compile_providers};
 use super::outbound::{compile_outbound, outbound_header_names};
-use super::{Listener, McpServer, Registry};
+use super::{HealthCheck, Listener, McpServer, Registry};
+use crate::affinity::SessionKey;
 use crate::agent_auth::{AgentAuth, JwtProvider, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX};
+use crate::config::HealthCheckKind;
 use crate::config::{
     AgentAuthConfig, Config, ConfigError, ConfigErrors, IdentityProviderConfig, ListenerConfig, ServerConfig,
 };
@@ -18,6 +20,7 @@ use crate::origin::OriginPolicy;
 use crate::routes::{alias_path, RouteTable};
 use crate::tokens::TokenCacheSettings;
 use crate::upstream::Upstream;
+use std::sync::atomic::AtomicUsize;
 
 /// What every server's compilation needs to know about the rest of the config.
 struct Shared<'a> {
@@ -162,7 +165,15 @@ impl Registry {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
+        let session_key = match &config.session_affinity_key {
+            None => SessionKey::per_process(),
+            Some(source) => match source.resolve(base_dir) {
+                Ok(secret) => SessionKey::new(secret.expose().as_bytes()),
+                Err(e) => return Err(ConfigErrors::one(ConfigError::new("session_affinity_key", e))),
+            },
+        };
         Ok(Registry {
+            session_key,
             hash: String::new(),
             watched: Vec::new(),
             token_settings,
@@ -420,7 +431,51 @@ fn compile_server(
         }
         _ => None,
     };
+    let health = server.health_check.as_ref().and_then(|h| {
+        let at = format!("{at}.health_check");
+        let path = match (h.kind, &h.path) {
+            (HealthCheckKind::Http, Some(p))
+                if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                p.clone()
+            }
+            (HealthCheckKind::Http, _) => {
+                errors
+                    .push(ConfigError::new(format!("{at}.path"), "an http check needs a path like /health"));
+                return None;
+            }
+            (HealthCheckKind::Tcp, _) => String::new(),
+        };
+        if h.interval.0 < Duration::from_millis(100)
+            || h.timeout.0.is_zero()
+            || h.healthy_threshold == 0
+            || h.unhealthy_threshold == 0
+        {
+            errors.push(ConfigError::new(
+                at,
+                "interval must be at least 100ms, timeout above zero, thresholds at least 1",
+            ));
+            return None;
+        }
+        Some(HealthCheck {
+            kind: h.kind,
+            path,
+            interval: h.interval.0,
+            timeout: h.timeout.0,
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+        })
+    });
+    if upstreams.len() > 64 {
+        errors.push(ConfigError::new(format!("{at}.upstreams"), "at most 64 replicas"));
+    }
+    if errors.len() > before {
+        return None;
+    }
     Some(McpServer {
+        balance: server.load_balancing,
+        health,
+        next: AtomicUsize::new(0),
         auth,
         outbound,
         headers,

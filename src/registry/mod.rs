@@ -12,12 +12,15 @@ mod outbound;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::affinity::SessionKey;
 use crate::agent_auth::{AgentAuth, JwtProvider, ProtectedResource};
 use crate::app_auth::Outbound;
 use crate::config::{Config, ConfigError};
+use crate::config::{HealthCheckKind, LoadBalancing};
 use crate::headers::HeaderPolicy;
 use crate::origin::OriginPolicy;
 use crate::routes::{RouteMatch, RouteTable};
@@ -60,6 +63,28 @@ pub struct McpServer {
     /// Resource metadata and challenges for the prefix (`[0]`) and alias (`[1]`) routes, in
     /// the modes that check a JWT.
     pub resources: Option<Box<[ProtectedResource; 2]>>,
+    /// How requests without a session pick a replica.
+    pub balance: LoadBalancing,
+    /// Active health checks, if configured.
+    pub health: Option<HealthCheck>,
+    next: AtomicUsize,
+}
+
+/// A server's health-check settings, compiled.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// TCP connect or HTTP GET.
+    pub kind: HealthCheckKind,
+    /// Path of HTTP probes.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Timeout of one probe.
+    pub timeout: Duration,
+    /// Successes in a row to come back.
+    pub healthy_threshold: u32,
+    /// Failures in a row to be ejected.
+    pub unhealthy_threshold: u32,
 }
 
 impl McpServer {
@@ -70,12 +95,37 @@ impl McpServer {
 }
 
 impl McpServer {
-    /// The replica for the `attempt`-th connection attempt of a request: the first replica
-    /// while it is reachable, the next one after a failed connect. Keeping every request on one
-    /// replica keeps stateful MCP sessions whole; balancing with session affinity replaces this
-    /// when replicas are pooled.
-    pub fn upstream_for_attempt(&self, attempt: usize) -> &Arc<Upstream> {
-        &self.upstreams[attempt % self.upstreams.len()]
+    /// The replica for a request without a session, among those not `tried` yet (a bit per
+    /// replica): healthy ones first, by the server's balancing; when none is healthy, any untried
+    /// one (a health check can be wrong; the connect will tell).
+    pub fn choose(&self, tried: u64) -> Option<usize> {
+        let n = self.upstreams.len();
+        let untried = |i: &usize| tried & (1u64 << i) == 0;
+        let healthy = |i: &usize| self.upstreams[*i].is_healthy();
+        match self.balance {
+            LoadBalancing::RoundRobin => {
+                let start = if n == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) };
+                let mut order = (0..n).map(|k| (start + k) % n);
+                order.clone().filter(untried).find(healthy).or_else(|| order.find(untried))
+            }
+            LoadBalancing::LeastConnections => {
+                let least = |pool: &mut dyn Iterator<Item = usize>| {
+                    pool.min_by_key(|i| self.upstreams[*i].in_flight())
+                };
+                least(&mut (0..n).filter(untried).filter(healthy))
+                    .or_else(|| least(&mut (0..n).filter(untried)))
+            }
+        }
+    }
+
+    /// The replica whose stable id is `id`.
+    pub fn replica_by_id(&self, id: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.id == id)
+    }
+
+    /// True when requests may land on different replicas (session ids are then wrapped).
+    pub fn is_pooled(&self) -> bool {
+        self.upstreams.len() > 1
     }
 
     /// The upstream request target for a request path (and query) that matched this server at
@@ -124,6 +174,8 @@ pub struct Registry {
     pub token_settings: TokenCacheSettings,
     /// Capacity of the process-wide token cache (fixed by the first config loaded).
     pub token_capacity: u64,
+    /// Authenticates the session ids of pooled servers.
+    pub session_key: SessionKey,
     /// Things that are allowed but worth a look (printed by `check`, logged by `run`).
     pub warnings: Vec<ConfigError>,
     /// Interval of background DNS refresh.
@@ -181,6 +233,9 @@ mod tests {
             headers: HeaderPolicy::new(&[], &[]).unwrap(),
             origins: OriginPolicy::default(),
             resources: None,
+            balance: LoadBalancing::RoundRobin,
+            health: None,
+            next: AtomicUsize::new(0),
         }
     }
 
@@ -202,12 +257,35 @@ mod tests {
         assert_eq!(s.upstream_target("/gh/mcp", None, 3), "/gh/mcp");
     }
 
-    #[test]
-    fn a_failed_connect_moves_to_the_next_replica() {
+    fn pool(balance: LoadBalancing) -> McpServer {
         let mut s = server("http://127.0.0.1:1", true);
         s.upstreams.push(Arc::new(Upstream::from_url("http://127.0.0.1:2", None, true).unwrap()));
-        assert_eq!(s.upstream_for_attempt(0).port, 1);
-        assert_eq!(s.upstream_for_attempt(1).port, 2);
-        assert_eq!(s.upstream_for_attempt(2).port, 1);
+        s.upstreams.push(Arc::new(Upstream::from_url("http://127.0.0.1:3", None, true).unwrap()));
+        s.balance = balance;
+        s
+    }
+
+    #[test]
+    fn round_robin_rotates_over_healthy_replicas_and_skips_tried_ones() {
+        let s = pool(LoadBalancing::RoundRobin);
+        let picks: Vec<usize> = (0..6).map(|_| s.choose(0).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        for _ in 0..2 {
+            s.upstreams[1].record_probe(false, 1, 1);
+        }
+        assert!((0..6).all(|_| s.choose(0) != Some(1)), "an unhealthy replica gets no new requests");
+        assert_eq!(s.choose(0b101), Some(1), "with the healthy ones tried, fail open");
+        assert_eq!(s.choose(0b111), None);
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idlest_replica() {
+        let s = pool(LoadBalancing::LeastConnections);
+        s.upstreams[0].track(true);
+        s.upstreams[1].track(true);
+        assert_eq!(s.choose(0), Some(2));
+        s.upstreams[2].track(true);
+        s.upstreams[2].track(true);
+        assert_eq!(s.choose(0), Some(0));
     }
 }

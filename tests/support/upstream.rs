@@ -85,9 +85,19 @@ pub struct MockUpstream {
     release: Arc<Notify>,
     client_gone: Arc<AtomicBool>,
     client_gone_notify: Arc<Notify>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl MockUpstream {
+    /// Kills the server: the listener and every open connection go away at once.
+    pub fn stop(&self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
+    }
+
     /// Starts a mock on the current tokio runtime.
     pub async fn start(script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
@@ -98,11 +108,13 @@ impl MockUpstream {
         let client_gone_notify = Arc::new(Notify::new());
         let script: Script = Arc::new(script);
         let state = (requests.clone(), release.clone(), client_gone.clone(), client_gone_notify.clone());
-        tokio::spawn(async move {
+        let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
+        let connection_tasks = tasks.clone();
+        let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (requests, release, gone, gone_notify) = state.clone();
                 let script = script.clone();
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         handle(
                             req,
@@ -117,9 +129,15 @@ impl MockUpstream {
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                if let Ok(mut all) = connection_tasks.lock() {
+                    all.push(connection);
+                }
             }
         });
-        Self { addr, requests, release, client_gone, client_gone_notify }
+        if let Ok(mut all) = tasks.lock() {
+            all.push(accept);
+        }
+        Self { addr, requests, release, client_gone, client_gone_notify, tasks }
     }
 
     /// `http://<addr><path>`.
