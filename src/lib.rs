@@ -9,6 +9,7 @@ pub mod agent_auth;
 pub mod app_auth;
 pub mod config;
 pub mod dns;
+pub mod drain;
 pub mod error_body;
 pub mod gateway;
 pub mod headers;

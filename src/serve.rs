@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::dns::DnsRefresher;
+use crate::drain::DrainWatch;
 use crate::gateway::Gateway;
 use crate::health::HealthChecker;
 use crate::registry::Registry;
@@ -64,6 +65,7 @@ pub fn build_server(
         None => ServerConf { daemon: options.daemon, ..ServerConf::default() },
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let phases = server.watch_execution_phase();
     server.bootstrap();
 
     let listeners = registry.listeners.clone();
@@ -97,6 +99,7 @@ pub fn build_server(
     server.add_service(background_service("portcullis-dns", DnsRefresher::new(registry.clone())));
     server.add_service(background_service("portcullis-health", HealthChecker::new(registry)));
     server.add_service(background_service("portcullis-sighup", SighupReload(reloader.clone())));
+    server.add_service(background_service("portcullis-drain", DrainWatch::new(phases)));
     server.add_service(background_service("portcullis-watch", FileWatchReload(reloader)));
     Ok(server)
 }
