@@ -1,7 +1,7 @@
 # Portcullis: `make run` starts the gateway on conf/portcullis.yaml with the demo MCP upstream;
 # `make test` runs every check CI runs. Both install what they need on a fresh machine.
 
-.PHONY: run test system-deps lint unit e2e bench-build
+.PHONY: run test system-deps lint unit e2e bench-build bench-load reload-load
 
 # pingora-core builds zlib-ng with cmake.
 system-deps:
@@ -28,3 +28,11 @@ e2e: system-deps
 	tests/e2e/run
 
 test: lint unit bench-build e2e
+
+# Performance side by side with nginx (writes load/results/<date>.md).
+bench-load: system-deps
+	load/run
+
+# 20 s of load through 5 reloads and a binary upgrade (writes load/results/reload-upgrade-<date>.md).
+reload-load: system-deps
+	load/reload-under-load

@@ -6,6 +6,9 @@
 //! - `GET /events?n=N`: an SSE response of N `message` events, each carrying the server's send
 //!   time in microseconds since the Unix epoch (for latency measurements), then the end.
 //!
+//! - `POST /token`: with `MOCK_MCP_TOKEN` set, a client-credentials token response carrying it
+//!   (valid one hour), for the load harness's credential scenario.
+//!
 //! Usage: `mock-mcp [LISTEN_ADDR]` (default `127.0.0.1:3001`). With `MOCK_MCP_REQUIRE_BEARER=TOKEN`
 //! in the environment, every request without `Authorization: Bearer TOKEN` gets 401 (to prove a
 //! credential injected by the gateway arrives).
@@ -162,6 +165,14 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         (&Method::GET, "/mcp") => full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "no GET stream"),
         (&Method::DELETE, "/mcp") => full(StatusCode::OK, "text/plain", ""),
         (&Method::GET, "/events") => events(&req),
+        (&Method::POST, "/token") => match std::env::var("MOCK_MCP_TOKEN") {
+            Ok(token) => full(
+                StatusCode::OK,
+                "application/json",
+                json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}).to_string(),
+            ),
+            Err(_) => full(StatusCode::NOT_FOUND, "text/plain", "not found"),
+        },
         _ => full(StatusCode::NOT_FOUND, "text/plain", "not found"),
     })
 }

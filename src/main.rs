@@ -8,6 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use portcullis::config::ConfigErrors;
+
+// glibc malloc showed as ~8% of the proxy's CPU in a profile of the plain-proxy load; mimalloc's
+// thread-local free lists are cheaper for the many short-lived request allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use portcullis::registry::Registry;
 use portcullis::serve::{build_server, ProcessOptions};
 

@@ -124,7 +124,16 @@ impl EndpointRewriter {
                     self.done = true;
                     break;
                 }
-                None => out.extend_from_slice(&event),
+                None => {
+                    out.extend_from_slice(&event);
+                    // The endpoint event is the first event of a legacy stream (2024-11-05); any
+                    // other event first means this is not one (a Streamable HTTP GET stream):
+                    // stop looking, so the rest of the stream passes untouched and uncopied.
+                    if has_field(&event) {
+                        self.done = true;
+                        break;
+                    }
+                }
             }
         }
         if self.done || end_of_stream || self.pending.len() > MAX_PENDING {
@@ -136,6 +145,11 @@ impl EndpointRewriter {
         }
         out.freeze()
     }
+}
+
+/// True when an event block has a field line (not only comments such as `: keep-alive`).
+fn has_field(event: &[u8]) -> bool {
+    event.split(|b| *b == b'\n' || *b == b'\r').any(|line| !line.is_empty() && line[0] != b':')
 }
 
 /// Length of the first complete event in `buf` (up to and including its blank line), if any.
@@ -277,6 +291,15 @@ mod tests {
     fn a_crlf_split_between_reads_is_not_mistaken_for_an_event_end() {
         let out = run(&["event: endpoint\r", "\ndata: /m\r", "\n\r", "\n"]);
         assert_eq!(out, "event: endpoint\ndata: /gw/everything/m\n\n");
+    }
+
+    #[test]
+    fn a_stream_that_starts_with_another_event_is_not_legacy_and_passes_untouched() {
+        let up = upstream();
+        let mut r = EndpointRewriter::new(mapping());
+        let first = r.feed(&up, Bytes::from_static(b"id: 1\ndata: {}\n\nevent: endpoint\ndata: /m"), false);
+        assert!(r.is_done());
+        assert_eq!(first, Bytes::from_static(b"id: 1\ndata: {}\n\nevent: endpoint\ndata: /m"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
+use super::fetch_url::check_fetch_url;
 use crate::agent_auth::{
     is_quotable, AgentAuth, JwksTimings, JwtCheck, JwtProvider, JwtRules, KeySet, Keys, RemoteJwks,
     TrustedProxy,
@@ -134,26 +135,9 @@ fn compile_provider(
     let cache = JwtProvider::token_cache(config.verified_token_cache_size);
     let keys = match (&config.jwks_url, &config.jwks_file, &config.jwks) {
         (Some(url), None, None) => {
-            match url::Url::parse(url) {
-                Ok(u) if u.scheme() == "https" => {}
-                Ok(u) if u.scheme() == "http" => {
-                    let local = u.host_str().is_some_and(|h| {
-                        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-                    });
-                    if !local {
-                        warnings.push(ConfigError::new(
-                            format!("{at}.jwks_url"),
-                            "fetched over plain http: anyone on the path can replace the signing keys",
-                        ));
-                    }
-                }
-                _ => {
-                    errors.push(ConfigError::new(
-                        format!("{at}.jwks_url"),
-                        format!("\"{url}\" is not an http(s) URL"),
-                    ));
-                    return None;
-                }
+            let risk = "anyone on the path can replace the signing keys";
+            if !check_fetch_url(url, &format!("{at}.jwks_url"), risk, errors, warnings) {
+                return None;
             }
             let timings = JwksTimings {
                 ttl: c.ttl.0,

@@ -5,6 +5,7 @@
 
 mod auth;
 mod compile;
+mod fetch_url;
 mod load;
 
 pub use load::base_dir;

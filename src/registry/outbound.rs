@@ -6,6 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
 
+use super::fetch_url::check_fetch_url;
 use crate::agent_auth::AgentAuth;
 use crate::app_auth::{
     source_key, AppAuth, ClientCredentials, Outbound, OutboundHeader, OutboundValue, TokenEndpoint,
@@ -249,26 +250,9 @@ fn endpoint(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Option<TokenEndpoint> {
-    match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "https" => {}
-        Ok(u) if u.scheme() == "http" => {
-            let local = u.host_str().is_some_and(|h| {
-                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            });
-            if !local {
-                warnings.push(ConfigError::new(
-                    format!("{at}.token_url"),
-                    "plain http: the client secret and tokens cross the network unencrypted",
-                ));
-            }
-        }
-        _ => {
-            errors.push(ConfigError::new(
-                format!("{at}.token_url"),
-                format!("\"{url}\" is not an http(s) URL"),
-            ));
-            return None;
-        }
+    let risk = "the client secret and tokens cross the network unencrypted";
+    if !check_fetch_url(url, &format!("{at}.token_url"), risk, errors, warnings) {
+        return None;
     }
     if client_id.is_empty() {
         errors.push(ConfigError::new(format!("{at}.client_id"), "must not be empty"));
