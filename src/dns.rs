@@ -35,19 +35,10 @@ impl DnsRefresher {
     }
 }
 
-/// Fetches every remote key set once at start, so the first requests do not wait for it.
-async fn warm_jwks(registry: &Registry) {
-    for provider in registry.providers.values() {
-        if let Some(remote) = provider.remote_keys() {
-            remote.warm().await;
-        }
-    }
-}
-
 #[async_trait]
 impl BackgroundService for DnsRefresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        warm_jwks(&self.registry.load_full()).await;
+        self.registry.load_full().warm_key_sets().await;
         loop {
             let period = self.registry.load().dns_refresh;
             tokio::select! {

@@ -129,13 +129,7 @@ fn record_config(registry: &Registry) {
 /// Fetches keys of providers that came with this config (kept ones already have theirs).
 fn warm_new_providers(registry: Arc<Registry>) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            for provider in registry.providers.values() {
-                if let Some(remote) = provider.remote_keys() {
-                    remote.warm().await;
-                }
-            }
-        });
+        runtime.spawn(async move { registry.warm_key_sets().await });
     }
 }
 

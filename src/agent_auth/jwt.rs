@@ -301,11 +301,6 @@ impl JwtProvider {
         }
         verified
     }
-
-    /// Forgets every verified token (after the provider's keys changed).
-    pub fn forget_verified(&self) {
-        self.verified.invalidate_all();
-    }
 }
 
 fn granted_scopes(claims: &Map<String, Value>) -> Vec<String> {

@@ -1,16 +1,6 @@
 //! Reading a configuration file into [`Config`], with the YAML path of any error.
 
-use std::path::Path;
-
 use super::{Config, ConfigError, ConfigErrors};
-
-/// Reads and parses a configuration file (no validation beyond the file's shape).
-pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(ConfigError::new("", format!("cannot read {}: {e}", path.display())))
-    })?;
-    parse_yaml(&text)
-}
 
 /// Parses YAML text into a [`Config`]. Unknown fields are errors.
 pub fn parse_yaml(text: &str) -> Result<Config, ConfigErrors> {

@@ -21,7 +21,7 @@ pub use auth::{
 };
 pub use duration::ConfigDuration;
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load_file, parse_yaml};
+pub use load::parse_yaml;
 pub use outbound::{
     ApiKeyLocation, AppAuthConfig, ClientAuthMethod, OutboundHeaderConfig, OutboundSourceConfig,
     TokenCacheConfig, TokenClientConfig, TokenExchangeConfig, ONE_TIME_HEADER,

@@ -37,7 +37,7 @@ impl Registry {
 }
 
 /// The folder relative paths in the config file are taken from.
-pub fn base_dir(path: &Path) -> PathBuf {
+fn base_dir(path: &Path) -> PathBuf {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
 }
 
@@ -54,4 +54,16 @@ fn digest(text: &str, files: &[PathBuf]) -> String {
         hasher.update([0]);
     }
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Registry {
+    /// Fetches every remote key set that has none yet, so the first requests do not wait for it
+    /// (at start, and for providers a reload brought; kept providers already have their keys).
+    pub async fn warm_key_sets(&self) {
+        for provider in self.providers.values() {
+            if let Some(remote) = provider.remote_keys() {
+                remote.warm().await;
+            }
+        }
+    }
 }

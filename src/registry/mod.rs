@@ -7,8 +7,6 @@ mod auth;
 mod compile;
 mod fetch_url;
 mod load;
-
-pub use load::base_dir;
 mod outbound;
 
 use std::collections::{BTreeMap, HashMap};
