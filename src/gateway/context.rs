@@ -38,6 +38,8 @@ pub struct RequestCtx {
     pub upstream: Option<Arc<Upstream>>,
     /// When the request header went upstream.
     pub upstream_sent_at: Option<Instant>,
+    /// The upstream's response header arrived.
+    pub upstream_responded: bool,
     /// The response is an event stream (counted in the active-streams gauge).
     pub is_stream: bool,
     /// Rewrites the legacy SSE `endpoint` event, on legacy SSE responses.
@@ -66,6 +68,7 @@ impl RequestCtx {
             session_original: None,
             upstream: None,
             upstream_sent_at: None,
+            upstream_responded: false,
             is_stream: false,
             rewriter: None,
             error: None,

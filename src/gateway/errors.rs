@@ -118,8 +118,11 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     let Some(mut error) = error else {
         return FailToProxy { error_code: 0, can_reuse_downstream: false };
     };
-    // A session whose replica cannot be reached is gone: the client must start a new one.
-    if ctx.pinned.is_some() && ctx.upstream_sent_at.is_none() && e.esource() == &ErrorSource::Upstream {
+    // A session whose replica failed before answering anything (refused, reset, closed — also on
+    // a pooled connection the replica dropped when it died) is gone: the client must start a new
+    // one. A replica that is only slow still gets 504.
+    let slow = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+    if ctx.pinned.is_some() && !ctx.upstream_responded && !slow && e.esource() == &ErrorSource::Upstream {
         error = GatewayError::SessionNotFound;
     }
     let status = error.status();

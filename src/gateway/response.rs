@@ -42,6 +42,7 @@ pub fn downstream_headers(
 
 /// Inspects the upstream response header.
 pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    ctx.upstream_responded = true;
     if let Some(sent) = ctx.upstream_sent_at {
         Metrics::global()
             .upstream_duration
