@@ -10,7 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
@@ -166,7 +167,9 @@ impl BackgroundService for FileWatchReload {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event {
-                let _ = tx.send(event.paths);
+                if is_edit(&event.kind) {
+                    let _ = tx.send(event.paths);
+                }
             }
         });
         let mut watcher = match watcher {
@@ -215,6 +218,16 @@ impl BackgroundService for FileWatchReload {
                 }
             }
         }
+    }
+}
+
+/// True for the events that can change a file's content: not opening or reading it (a reload
+/// reads the file, so counting reads would make every reload start the next one).
+fn is_edit(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 

@@ -203,3 +203,30 @@ async fn unchanged_identity_providers_keep_their_keys_across_a_reload() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(idp.fetches(), fetches, "a reload that keeps the provider makes no JWKS request");
 }
+
+/// Sum of every `portcullis_config_reloads_total` series.
+async fn reload_count(gateway: &Gateway) -> f64 {
+    metrics(gateway)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("portcullis_config_reloads_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_file_is_not_an_edit() {
+    let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
+    let gateway = Gateway::start(&servers(&[("a", &upstream.url("/mcp"))]));
+    // Let the start-up settle, then read the file as a backup job or an operator's `cat` would.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = reload_count(&gateway).await;
+    for _ in 0..3 {
+        std::fs::read_to_string(gateway.config_path()).unwrap();
+    }
+    // Longer than the settle time of a file event, so a reload it caused would have run (and,
+    // if a reload's own read counted as an event, run again).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reload_count(&gateway).await, before, "reads must not reload\n{}", gateway.log());
+    assert_eq!(status(&gateway, "/a").await, 200);
+}
