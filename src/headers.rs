@@ -1,9 +1,11 @@
 //! What the gateway removes from a request before it goes upstream.
 //!
-//! Always: hop-by-hop headers, the caller's credentials (`authorization`, `proxy-authorization`,
-//! `cookie`, `x-upstream-authorization`) and trusted-proxy user headers; the inbound token never
-//! reaches an upstream unless an outbound setting puts it back on purpose. Plus each server's
-//! `restricted_headers` globs.
+//! Always: the caller's credentials (`authorization`, `proxy-authorization`, `cookie`,
+//! `x-upstream-authorization`) and trusted-proxy user headers; the inbound token never reaches an
+//! upstream unless an outbound setting puts it back on purpose. Plus each server's
+//! `restricted_headers` globs. Hop-by-hop headers, the headers `Connection` names and upgrade
+//! requests are Pingora's job: its standard upstream request policy, which every peer sets
+//! (`gateway/upstream.rs`), removes them before this policy runs.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use http::HeaderName;
@@ -50,42 +52,19 @@ impl HeaderPolicy {
         Ok(Self { always, restricted })
     }
 
-    /// Removes every header the policy names, and the hop-by-hop headers.
+    /// Removes every header the policy names.
     pub fn apply(&self, request: &mut RequestHeader) {
-        strip_hop_by_hop(request);
-        for name in &self.always {
-            request.remove_header(name);
-        }
-        if let Some(restricted) = &self.restricted {
-            let matched: Vec<HeaderName> =
-                request.headers.keys().filter(|name| restricted.is_match(name.as_str())).cloned().collect();
-            for name in matched {
-                request.remove_header(&name);
-            }
+        // One pass over the headers the request has (usually a handful) instead of a lookup per
+        // name the policy knows; nothing is allocated unless something is removed.
+        let doomed: Vec<HeaderName> =
+            request.headers.keys().filter(|name| self.strips(name)).cloned().collect();
+        for name in doomed {
+            request.remove_header(&name);
         }
     }
-}
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded.
-/// `transfer-encoding` is left to Pingora, which frames the upstream body itself.
-const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
-
-/// Removes hop-by-hop headers, including any header the `Connection` header names.
-pub fn strip_hop_by_hop(request: &mut RequestHeader) {
-    let named: Vec<String> = request
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|token| token.trim().to_ascii_lowercase())
-        .filter(|token| !token.is_empty() && token != "close" && token != "keep-alive")
-        .collect();
-    for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
-        // Never let `Connection: transfer-encoding` or `content-length` strip the framing headers.
-        if name != "transfer-encoding" && name != "content-length" && name != "host" {
-            request.remove_header(name);
-        }
+    fn strips(&self, name: &HeaderName) -> bool {
+        self.always.contains(name) || self.restricted.as_ref().is_some_and(|r| r.is_match(name.as_str()))
     }
 }
 
@@ -124,33 +103,5 @@ mod tests {
     #[test]
     fn a_bad_glob_is_reported_with_its_index() {
         assert_eq!(HeaderPolicy::new(&[], &["ok-*".into(), "[unclosed".into()]).unwrap_err().0, 1);
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
-        for (k, v) in [
-            ("connection", "keep-alive, X-Secret-Hop"),
-            ("x-secret-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("upgrade", "websocket"),
-            ("mcp-session-id", "abc"),
-            ("content-length", "2"),
-        ] {
-            req.insert_header(k, v).unwrap();
-        }
-        strip_hop_by_hop(&mut req);
-        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["mcp-session-id", "content-length"]);
-    }
-
-    #[test]
-    fn connection_cannot_name_the_framing_headers() {
-        let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
-        req.insert_header("connection", "content-length, transfer-encoding").unwrap();
-        req.insert_header("content-length", "2").unwrap();
-        strip_hop_by_hop(&mut req);
-        assert!(req.headers.get("content-length").is_some());
     }
 }

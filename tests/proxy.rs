@@ -124,6 +124,32 @@ async fn mcp_headers_and_every_method_pass_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_and_upgrades_stay_on_the_client_side() {
+    let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
+    let gateway = Gateway::start(&one_server(&upstream.url("/mcp"), ""));
+    // Sent raw: HTTP clients refuse or rewrite some of these headers.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port)).await.expect("connect");
+    let request = format!(
+        "POST /gh HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close, x-hop\r\nKeep-Alive: timeout=5\r\n\
+         Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: x-sum\r\nUpgrade: websocket\r\n\
+         x-hop: 1\r\nmcp-session-id: kept\r\nContent-Length: 2\r\n\r\n{{}}",
+        gateway.port
+    );
+    raw.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let received = upstream.requests();
+    let headers = &received[0].headers;
+    for name in ["keep-alive", "proxy-connection", "te", "trailer", "upgrade", "x-hop"] {
+        assert!(headers.get(name).is_none(), "{name} reached the upstream: {headers:?}");
+    }
+    assert!(headers.get("connection").is_none_or(|v| v != "close, x-hop"), "{headers:?}");
+    assert_eq!(headers["mcp-session-id"], "kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_event_reaches_the_client_while_the_upstream_stream_is_open() {
     let upstream = MockUpstream::start(|_| {
         Reply::sse(

@@ -1,7 +1,9 @@
 //! `request_filter`: snapshot the registry, answer the gateway's own endpoints, refuse unusable
 //! paths, match the route, check the origin, authenticate the caller.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use memchr::memmem;
 
 use pingora::proxy::Session;
 use pingora::Result;
@@ -201,12 +203,15 @@ fn record_auth(registry: &Registry, server: usize, result: &str) {
 /// True when the client's `Accept` admits `text/event-stream` (GET streams and Streamable HTTP
 /// POSTs do): such a response may stay silent for long, and gets the stream idle timeout.
 fn accepts_event_stream(session: &Session) -> bool {
+    // Built once: building a searcher costs more than the search of a short `Accept` value.
+    static EVENT_STREAM: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"text/event-stream"));
     session
         .req_header()
         .headers
         .get_all(http::header::ACCEPT)
         .iter()
-        .any(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some())
+        .any(|v| EVENT_STREAM.find(v.as_bytes()).is_some())
 }
 
 #[cfg(test)]

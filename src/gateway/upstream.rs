@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{Error, ErrorType, Result};
 
 use super::{RequestCtx, MCP_SESSION_ID};
@@ -31,6 +32,8 @@ pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     peer.options.write_timeout = Some(read_timeout);
     peer.options.verify_cert = upstream.verify_tls;
     peer.options.verify_hostname = upstream.verify_tls;
+    // Pingora strips the hop-by-hop headers and those `Connection` names; MCP has no upgrades.
+    peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
     ctx.tried |= 1 << index;
     // Count the request against the replica it is on now (for least-connections).
     upstream.track(true);
