@@ -1,7 +1,8 @@
 //! Prometheus metric families, registered once per process and served by the admin listener.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs (a cache hit) to 60 s (a slow tool call).
@@ -160,5 +161,50 @@ impl Metrics {
             tracing::error!("cannot encode metrics: {e}");
         }
         out
+    }
+}
+
+/// One server's series that every request touches, looked up once when the config is compiled:
+/// the request path then neither hashes label values nor takes the families' locks.
+pub struct ServerMetrics {
+    server: std::sync::Arc<str>,
+    ok: IntCounter,
+    /// Whole-request latency.
+    pub request_duration: Histogram,
+    /// Time from the upstream request to its response header.
+    pub upstream_duration: Histogram,
+    /// Event streams open right now.
+    pub active_streams: IntGauge,
+    /// Successful agent authentications.
+    pub auth_ok: IntCounter,
+}
+
+impl ServerMetrics {
+    /// The series of `server`, whose agent authentication runs in `auth_mode`.
+    pub fn new(server: std::sync::Arc<str>, auth_mode: &str) -> Self {
+        let m = Metrics::global();
+        Self {
+            ok: m.requests.with_label_values(&[&server, "200"]),
+            request_duration: m.request_duration.with_label_values(&[&server]),
+            upstream_duration: m.upstream_duration.with_label_values(&[&server]),
+            active_streams: m.active_streams.with_label_values(&[&server]),
+            auth_ok: m.auth_outcomes.with_label_values(&[&server, auth_mode, "ok"]),
+            server,
+        }
+    }
+
+    /// Counts a finished request by its status (`"200"` is the series kept at hand).
+    pub fn count_request(&self, status: &str) {
+        if status == "200" {
+            self.ok.inc();
+        } else {
+            Metrics::global().requests.with_label_values(&[&self.server, status]).inc();
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerMetrics").field("server", &self.server).finish_non_exhaustive()
     }
 }

@@ -15,14 +15,22 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     let status_label = status.as_ref().map_or("0", http::StatusCode::as_str);
     let server = ctx.server_name();
     let elapsed = ctx.started.elapsed();
-    let metrics = Metrics::global();
-    metrics.requests.with_label_values(&[server, status_label]).inc();
-    metrics.request_duration.with_label_values(&[server]).observe(elapsed.as_secs_f64());
+    match ctx.server() {
+        Some(s) => {
+            s.metrics.count_request(status_label);
+            s.metrics.request_duration.observe(elapsed.as_secs_f64());
+            if ctx.is_stream {
+                s.metrics.active_streams.dec();
+            }
+        }
+        None => {
+            let metrics = Metrics::global();
+            metrics.requests.with_label_values(&[server, status_label]).inc();
+            metrics.request_duration.with_label_values(&[server]).observe(elapsed.as_secs_f64());
+        }
+    }
     if let Some(upstream) = &ctx.upstream {
         upstream.track(false);
-    }
-    if ctx.is_stream {
-        metrics.active_streams.with_label_values(&[server]).dec();
     }
 
     let req = session.req_header();

@@ -184,7 +184,7 @@ async fn authenticate(
     let result = registry.servers[server].auth.authenticate(session.req_header(), client).await;
     match result {
         Ok(identity) => {
-            record_auth(registry, server, "ok");
+            registry.servers[server].metrics.auth_ok.inc();
             ctx.identity = Some(identity);
             Ok(())
         }

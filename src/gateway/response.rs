@@ -7,7 +7,6 @@ use pingora::proxy::Session;
 
 use super::{errors, RequestCtx, MCP_SESSION_ID};
 use crate::error_body::{render, GatewayError};
-use crate::metrics::Metrics;
 use crate::origin;
 use crate::sse_endpoint::{EndpointMapping, EndpointRewriter};
 use crate::tokens::TokenCache;
@@ -43,11 +42,8 @@ pub fn downstream_headers(
 /// Inspects the upstream response header.
 pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) {
     ctx.upstream_responded = true;
-    if let Some(sent) = ctx.upstream_sent_at {
-        Metrics::global()
-            .upstream_duration
-            .with_label_values(&[ctx.server_name()])
-            .observe(sent.elapsed().as_secs_f64());
+    if let (Some(sent), Some(server)) = (ctx.upstream_sent_at, ctx.server()) {
+        server.metrics.upstream_duration.observe(sent.elapsed().as_secs_f64());
     }
     if response.status == http::StatusCode::UNAUTHORIZED
         && ctx.credentials.as_ref().is_some_and(|c| c.injected)
@@ -63,8 +59,9 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
     if !is_event_stream {
         return;
     }
+    let Some(server) = ctx.server() else { return };
+    server.metrics.active_streams.inc();
     ctx.is_stream = true;
-    Metrics::global().active_streams.with_label_values(&[ctx.server_name()]).inc();
 
     // Only a GET opens a legacy HTTP+SSE stream, the one place an `endpoint` event appears.
     if session.req_header().method != http::Method::GET {

@@ -16,6 +16,7 @@ use crate::config::{
     AgentAuthConfig, Config, ConfigError, ConfigErrors, IdentityProviderConfig, ListenerConfig, ServerConfig,
 };
 use crate::headers::HeaderPolicy;
+use crate::metrics::ServerMetrics;
 use crate::origin::OriginPolicy;
 use crate::routes::{alias_path, RouteTable};
 use crate::tokens::TokenCacheSettings;
@@ -472,7 +473,9 @@ fn compile_server(
     if errors.len() > before {
         return None;
     }
+    let name: Arc<str> = server.name.as_str().into();
     Some(McpServer {
+        metrics: ServerMetrics::new(name.clone(), auth.mode()),
         balance: server.load_balancing,
         health,
         next: AtomicUsize::new(0),
@@ -481,7 +484,7 @@ fn compile_server(
         headers,
         origins: OriginPolicy::new(&server.allowed_origins),
         resources,
-        name: server.name.as_str().into(),
+        name,
         prefix,
         strip_prefix: server.strip_prefix,
         upstreams,

@@ -21,6 +21,7 @@ use crate::app_auth::Outbound;
 use crate::config::{Config, ConfigError};
 use crate::config::{HealthCheckKind, LoadBalancing};
 use crate::headers::HeaderPolicy;
+use crate::metrics::ServerMetrics;
 use crate::origin::OriginPolicy;
 use crate::routes::{RouteMatch, RouteTable};
 use crate::tokens::TokenCacheSettings;
@@ -67,6 +68,8 @@ pub struct McpServer {
     /// Active health checks, if configured.
     pub health: Option<HealthCheck>,
     next: AtomicUsize,
+    /// The series every request of this server updates.
+    pub metrics: ServerMetrics,
 }
 
 /// A server's health-check settings, compiled.
@@ -235,6 +238,7 @@ mod tests {
             balance: LoadBalancing::RoundRobin,
             health: None,
             next: AtomicUsize::new(0),
+            metrics: ServerMetrics::new("s".into(), "none"),
         }
     }
 
