@@ -10,12 +10,9 @@ use serde_json::{json, Value};
 use support::gateway::Gateway;
 use support::idp::{claims, now, sign, sign_with_header, token, JwksMode, MockIdp, AUDIENCE};
 use support::upstream::{MockUpstream, Reply};
+use support::{client, post_jsonrpc};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().http1_only().build().expect("client")
-}
 
 /// One JWT-protected server `gh` (scope `mcp:tools`) in front of `upstream`.
 fn jwt_config(idp: &MockIdp, upstream: &MockUpstream, cache: &str) -> String {
@@ -27,10 +24,7 @@ fn jwt_config(idp: &MockIdp, upstream: &MockUpstream, cache: &str) -> String {
 }
 
 async fn post(gateway: &Gateway, path: &str, token: Option<&str>) -> reqwest::Response {
-    let mut request = client()
-        .post(gateway.url(path))
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#);
+    let mut request = post_jsonrpc(gateway.url(path), r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

@@ -12,24 +12,19 @@ use support::gateway::Gateway;
 use support::idp::{claims, sign, token, MockIdp};
 use support::token_endpoint::{form, MockTokenEndpoint, TokenMode};
 use support::upstream::{MockUpstream, Recorded, Reply};
+use support::{client, post_jsonrpc};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 /// A client secret with every character that client authentication must encode.
 const AWKWARD_SECRET: &str = "s3:cr+t%20/x";
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().http1_only().build().expect("client")
-}
 
 fn server(upstream: &MockUpstream, extra: &str) -> String {
     format!("agent_auth: {{mode: none, allow_unauthenticated: true}}\nservers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n{extra}", upstream.url("/mcp"))
 }
 
 async fn post(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = client()
-        .post(gateway.url(path))
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":"r-1","method":"tools/list"}"#);
+    let mut request =
+        post_jsonrpc(gateway.url(path), r#"{"jsonrpc":"2.0","id":"r-1","method":"tools/list"}"#);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }

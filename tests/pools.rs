@@ -11,12 +11,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use support::gateway::Gateway;
 use support::upstream::{MockUpstream, Recorded, Reply, Step};
+use support::{client, post_jsonrpc};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().http1_only().build().expect("client")
-}
 
 /// A replica that issues session ids of its own on `initialize`, reports its health, streams on
 /// GET and speaks legacy SSE on `/sse`.
@@ -67,13 +64,13 @@ fn pool_config(replicas: &[&Replica], extra: &str) -> String {
 }
 
 async fn initialize(gateway: &Gateway) -> String {
-    let response = client()
-        .post(gateway.url("/pool/mcp"))
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = post_jsonrpc(
+        gateway.url("/pool/mcp"),
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     response.headers()["mcp-session-id"].to_str().unwrap().to_owned()
 }
@@ -137,11 +134,8 @@ async fn forged_and_foreign_session_ids_are_unknown() {
     let other_replica = if replicas[0].server.requests().is_empty() { "r0" } else { "r1" };
     let forged = format!("{}.{}.{}.{other_replica}-session-0", parts[0], parts[1], parts[2]);
     for id in ["r0-session-0", forged.as_str(), "pc1.00000000.AAAAAAAAAAAAAAAAAAAAAA.x"] {
-        let response = client()
-            .post(gateway.url("/pool/mcp"))
+        let response = post_jsonrpc(gateway.url("/pool/mcp"), r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#)
             .header("mcp-session-id", id)
-            .header("content-type", "application/json")
-            .body(r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#)
             .send()
             .await
             .unwrap();
@@ -244,10 +238,7 @@ async fn legacy_sse_sessions_stay_on_their_replica() {
     assert!(endpoint.starts_with("/pool/message?sessionId=pc1."), "{endpoint}");
     let owner = if replicas[0].server.requests().is_empty() { 1 } else { 0 };
     for _ in 0..5 {
-        let status = client()
-            .post(gateway.url(&endpoint))
-            .header("content-type", "application/json")
-            .body(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#)
+        let status = post_jsonrpc(gateway.url(&endpoint), r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#)
             .send()
             .await
             .unwrap()

@@ -8,13 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::gateway::Gateway;
 use support::upstream::{MockUpstream, Reply, Step};
+use support::{client, post_jsonrpc};
 
 /// Generous bound for "this must happen": a failure guard, never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().http1_only().build().expect("client")
-}
 
 fn one_server(upstream: &str, extra: &str) -> String {
     format!("servers:\n  - name: gh\n    path: /gh\n    upstream: \"{upstream}\"\n{extra}")
@@ -280,13 +277,13 @@ async fn the_legacy_endpoint_event_split_over_three_writes_is_rewritten() {
         assert!(seen.starts_with(&expected), "{seen:?}");
 
         // The rewritten endpoint routes the message POST back to the same server.
-        let post = client()
-            .post(gateway.url(&format!("{expected_prefix}/message?sessionId=abc-123")))
-            .header("content-type", "application/json")
-            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
-            .send()
-            .await
-            .expect("message post");
+        let post = post_jsonrpc(
+            gateway.url(&format!("{expected_prefix}/message?sessionId=abc-123")),
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        )
+        .send()
+        .await
+        .expect("message post");
         assert_eq!(post.status(), 202);
         assert_eq!(post.text().await.unwrap(), "Accepted");
     }
@@ -305,10 +302,7 @@ async fn an_unknown_route_is_a_json_404() {
     let body: serde_json::Value = plain.json().await.expect("json");
     assert_eq!(body["error"]["code"], "unknown_route");
 
-    let rpc = client()
-        .post(gateway.url("/ghost"))
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":"req-9","method":"tools/list"}"#)
+    let rpc = post_jsonrpc(gateway.url("/ghost"), r#"{"jsonrpc":"2.0","id":"req-9","method":"tools/list"}"#)
         .send()
         .await
         .expect("send");
@@ -324,10 +318,7 @@ async fn an_unknown_route_is_a_json_404() {
 async fn an_unreachable_upstream_is_a_502_carrying_the_jsonrpc_id() {
     let dead = format!("http://127.0.0.1:{}/mcp", support::free_port());
     let gateway = Gateway::start(&one_server(&dead, ""));
-    let rpc = client()
-        .post(gateway.url("/gh"))
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":77,"method":"tools/list"}"#)
+    let rpc = post_jsonrpc(gateway.url("/gh"), r#"{"jsonrpc":"2.0","id":77,"method":"tools/list"}"#)
         .send()
         .await
         .expect("send");

@@ -7,15 +7,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
+use support::client;
 use support::gateway::Gateway;
 use support::idp::{token, MockIdp};
 use support::upstream::{MockUpstream, Reply, Step};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().http1_only().build().expect("client")
-}
 
 fn servers(entries: &[(&str, &str)]) -> String {
     let mut yaml = String::from("agent_auth: {mode: none, allow_unauthenticated: true}\nservers:\n");

@@ -14,3 +14,13 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// An HTTP/1.1 client for the gateway under test (no system proxy).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().http1_only().build().expect("client")
+}
+
+/// A JSON-RPC POST of `body` to `url`, ready for more headers or `send()`.
+pub fn post_jsonrpc(url: String, body: &'static str) -> reqwest::RequestBuilder {
+    client().post(url).header("content-type", "application/json").body(body)
+}
