@@ -3,9 +3,9 @@
 //! Always: the caller's credentials (`authorization`, `proxy-authorization`, `cookie`,
 //! `x-upstream-authorization`) and trusted-proxy user headers; the inbound token never reaches an
 //! upstream unless an outbound setting puts it back on purpose. Plus each server's
-//! `restricted_headers` globs. Hop-by-hop headers, the headers `Connection` names and upgrade
-//! requests are Pingora's job: its standard upstream request policy, which every peer sets
-//! (`gateway/upstream.rs`), removes them before this policy runs.
+//! `restricted_headers` globs. And on every request, before that: the hop-by-hop headers and the
+//! ones `Connection` names ([`strip_hop_by_hop`]; on HTTP/2 Pingora's standard upstream request
+//! policy, which every peer sets in `gateway/upstream.rs`, does the same).
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use http::HeaderName;
@@ -68,9 +68,63 @@ impl HeaderPolicy {
     }
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded.
+/// The framing headers are not among them: the driver sets the upstream's framing itself.
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "http2-settings"];
+
+/// Headers a `Connection` header may not name for removal: the request's framing and routing.
+const NEVER_NOMINATED: [&str; 3] = ["transfer-encoding", "content-length", "host"];
+
+/// Removes the hop-by-hop headers and every header the `Connection` header names, in one pass
+/// over the request's headers; allocates nothing for a request without either.
+pub fn strip_hop_by_hop(request: &mut RequestHeader) {
+    let nominated = |name: &HeaderName| {
+        request.headers.get_all(http::header::CONNECTION).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
+        })
+    };
+    let doomed: Vec<HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| {
+            HOP_BY_HOP.contains(&name.as_str())
+                || (!NEVER_NOMINATED.contains(&name.as_str()) && nominated(name))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        request.remove_header(&name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_and_nominated_headers_are_stripped_but_never_the_framing() {
+        let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret-Hop, content-length, Host"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-secret-hop", "1"),
+            ("content-length", "2"),
+            ("host", "gw"),
+            ("mcp-session-id", "s"),
+        ] {
+            req.append_header(k, v).unwrap();
+        }
+        strip_hop_by_hop(&mut req);
+        let mut left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host", "mcp-session-id"]);
+    }
 
     #[test]
     fn credentials_proxy_users_and_restricted_globs_are_stripped() {

@@ -14,7 +14,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::dns::DnsRefresher;
 use crate::drain::DrainWatch;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayApp};
 use crate::health::HealthChecker;
 use crate::registry::Registry;
 use crate::reload::{FileWatchReload, Reloader, SighupReload};
@@ -74,11 +74,12 @@ pub fn build_server(
     let admin_addr = registry.admin_addr;
     let registry = Arc::new(ArcSwap::from_pointee(registry));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let app = GatewayApp::new(
         &server.configuration,
         Gateway::new(registry.clone()),
-        "portcullis",
+        Gateway::new(registry.clone()),
     );
+    let mut proxy = Service::new("portcullis".to_owned(), app);
     for listener in &listeners {
         let addr = listener.addr.to_string();
         match &listener.tls {

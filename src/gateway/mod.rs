@@ -1,5 +1,6 @@
 //! The Pingora `ProxyHttp` implementation. Each phase lives in its own file and stays thin:
-//! it reads the request context and calls the modules that do the work.
+//! it reads the request context and calls the modules that do the work. `driver.rs` runs the
+//! phases for HTTP/1 connections (pingora-proxy's `HttpProxy` runs them for HTTP/2).
 //!
 //! ```text
 //! request_filter           request.rs   snapshot the registry, own endpoints (local.rs), refuse bad
@@ -12,6 +13,7 @@
 //! ```
 
 mod context;
+mod driver;
 mod errors;
 mod local;
 mod logging;
@@ -30,6 +32,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, Result};
 
 pub use context::RequestCtx;
+pub use driver::{GatewayApp, BUFFERED_BODY_LIMIT};
 
 /// The Streamable HTTP session header.
 pub const MCP_SESSION_ID: &str = "mcp-session-id";

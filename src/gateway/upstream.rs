@@ -32,7 +32,8 @@ pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     peer.options.write_timeout = Some(read_timeout);
     peer.options.verify_cert = upstream.verify_tls;
     peer.options.verify_hostname = upstream.verify_tls;
-    // Pingora strips the hop-by-hop headers and those `Connection` names; MCP has no upgrades.
+    // HTTP/2 requests go through pingora-proxy, whose standard policy strips the hop-by-hop headers
+    // and those `Connection` names (the HTTP/1 driver does the same itself); MCP has no upgrades.
     peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
     ctx.tried |= 1 << index;
     // Count the request against the replica it is on now (for least-connections).

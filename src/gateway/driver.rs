@@ -1,0 +1,504 @@
+//! The HTTP/1 request driver: serves a downstream HTTP/1 connection by running the gateway's
+//! phases (the same `ProxyHttp` methods, in the same order) for one request after another, on
+//! the connection's own task.
+//!
+//! Why not pingora-proxy's generic `HttpProxy` for HTTP/1: its request path is built for caching,
+//! full-duplex bodies and retries of anything, and costs accordingly (two tasks and channels per
+//! request, a request header flushed on its own ahead of the body, one downstream write per
+//! upstream chunk). An MCP exchange is one JSON-RPC message up and one response (or event stream)
+//! down, so this driver:
+//! - reads a request body of up to [`BUFFERED_BODY_LIMIT`] whole before it goes upstream, and
+//!   sends header and body in **one write**; larger and chunked bodies are streamed;
+//! - retries once on a fresh connection when a pooled one turns out closed before any response
+//!   byte (the buffered body makes that safe), and on another replica when a connect fails (the
+//!   gateway's `fail_to_connect` decides);
+//! - forwards whatever response bytes one read brought as **one downstream write** (SSE events
+//!   that arrived together leave together; nothing waits for more);
+//! - watches the downstream while the response streams, so a client that goes away ends the
+//!   upstream stream too.
+//!
+//! HTTP/2 connections (TLS listeners offer h2 by ALPN) go to pingora-proxy's `HttpProxy` with the
+//! same gateway; both paths run the same phase code.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream, ServerApp};
+use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as UpstreamSession};
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::{Error, ErrorType, OkOrErr, Result};
+use tokio::io::AsyncWriteExt;
+
+use super::{Gateway, RequestCtx};
+use crate::headers::strip_hop_by_hop;
+
+/// Request bodies with a `Content-Length` up to this size are read whole before the upstream
+/// request is written (MCP messages are small); larger or chunked bodies are streamed.
+pub const BUFFERED_BODY_LIMIT: usize = 64 * 1024;
+
+/// The most response bytes gathered into one downstream write.
+const RESPONSE_BATCH_LIMIT: usize = 64 * 1024;
+
+/// How long a downstream connection may sit idle between requests, in seconds (Pingora's
+/// default for HTTP/1 keep-alive).
+const KEEPALIVE_SECONDS: u64 = 60;
+
+/// The Pingora application serving the gateway's listeners.
+pub struct GatewayApp {
+    gateway: Gateway,
+    h2: Arc<HttpProxy<Gateway>>,
+    connector: TransportConnector,
+    max_retries: usize,
+}
+
+impl GatewayApp {
+    /// The application for `conf` (connection pool size, retries), with one gateway for HTTP/1
+    /// and another, over the same registry, inside pingora-proxy for HTTP/2.
+    pub fn new(conf: &Arc<ServerConf>, http1: Gateway, http2: Gateway) -> Self {
+        Self {
+            gateway: http1,
+            h2: Arc::new(http_proxy(conf, http2)),
+            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            max_retries: conf.max_retries.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for GatewayApp {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.h2, stream, shutdown).await;
+        }
+        let mut shutdown = shutdown.clone();
+        let mut next: Option<Reusable> = Some((stream, None));
+        while let Some((stream, settings)) = next.take() {
+            let mut session = Session::new_h1(stream);
+            match settings {
+                Some(settings) => settings.apply_to_session(session.as_downstream_mut()),
+                None => session.as_downstream_mut().set_keepalive(Some(KEEPALIVE_SECONDS)),
+            }
+            if *shutdown.borrow() {
+                // Answer what is in flight, then close: the process is stopping.
+                session.as_downstream_mut().set_keepalive(None);
+            }
+            next = self.serve(session, &mut shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.h2).await;
+    }
+}
+
+/// What the next request on a kept-alive connection starts from.
+type Reusable = (Stream, Option<HttpPersistentSettings>);
+
+/// A failed upstream exchange, and whether any response byte had arrived.
+struct Failure {
+    error: Box<Error>,
+    response_started: bool,
+}
+
+impl Failure {
+    fn before_response(error: Box<Error>) -> Self {
+        Self { error, response_started: false }
+    }
+}
+
+impl GatewayApp {
+    /// Serves one request; returns the connection when it may carry another.
+    async fn serve(&self, mut session: Session, shutdown: &mut ShutdownWatch) -> Option<Reusable> {
+        let read = tokio::select! {
+            biased;
+            read = session.as_downstream_mut().read_request() => read,
+            // An idle kept-alive connection is closed when the process starts to stop.
+            _ = shutdown.changed() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!("unreadable request: {e}");
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    let _ = session.as_downstream_mut().respond_error(400).await;
+                }
+                session.as_downstream_mut().shutdown().await;
+                return None;
+            }
+        }
+        if session.req_header().method == http::Method::CONNECT {
+            let _ = session.as_downstream_mut().respond_error(405).await;
+            session.as_downstream_mut().shutdown().await;
+            return None;
+        }
+
+        let mut ctx = self.gateway.new_ctx();
+        let outcome = match self.gateway.request_filter(&mut session, &mut ctx).await {
+            Ok(true) => Ok(()),
+            Ok(false) => self.proxy(&mut session, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                self.gateway.logging(&mut session, None, &mut ctx).await;
+                finish(session).await
+            }
+            Err(e) => {
+                let answered = self.gateway.fail_to_proxy(&mut session, &e, &mut ctx).await;
+                if answered.error_code != 0 {
+                    tracing::warn!(
+                        server = ctx.server_name(),
+                        status = answered.error_code,
+                        "request failed: {e}"
+                    );
+                }
+                self.gateway.logging(&mut session, Some(&e), &mut ctx).await;
+                // The connection's state is unknown after a failure: never reuse it.
+                None
+            }
+        }
+    }
+
+    /// Sends the request upstream and the response downstream, retrying where that is safe.
+    async fn proxy(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        // Kept for error answers (the JSON-RPC id) and for a resend on a fresh connection.
+        session.as_downstream_mut().enable_retry_buffering();
+        let body = read_small_body(session).await?;
+        let mut attempts = 0;
+        let mut fresh_on: Option<Box<HttpPeer>> = None;
+        loop {
+            attempts += 1;
+            let fresh = fresh_on.is_some();
+            let peer = match fresh_on.take() {
+                Some(peer) => peer,
+                None => self.gateway.upstream_peer(session, ctx).await?,
+            };
+            let connected = if fresh {
+                self.connector.new_stream(&*peer).await.map(|stream| (stream, false))
+            } else {
+                self.connector.get_stream(&*peer).await
+            };
+            let (stream, reused) = match connected {
+                Ok(connected) => connected,
+                Err(mut e) => {
+                    e.as_up();
+                    let e = self.gateway.fail_to_connect(session, &peer, ctx, e);
+                    if e.retry() && attempts < self.max_retries {
+                        continue;
+                    }
+                    return Err(e.into_up());
+                }
+            };
+            let mut request = session.req_header().clone();
+            request.set_version(http::Version::HTTP_11);
+            strip_hop_by_hop(&mut request);
+            self.gateway.upstream_request_filter(session, &mut request, ctx).await?;
+            frame_request(&mut request, session, body.as_ref())?;
+
+            match self.exchange(session, ctx, &peer, stream, request, body.as_ref()).await {
+                Ok(upstream) => {
+                    release(&self.connector, upstream, &peer).await;
+                    return Ok(());
+                }
+                // A pooled connection the upstream had already closed: nothing reached it, and
+                // the body is at hand, so the request goes again on a new connection.
+                Err(failure) if reused && !failure.response_started && body.is_some() => {
+                    tracing::debug!(
+                        "pooled upstream connection failed, retrying on a new one: {}",
+                        failure.error
+                    );
+                    fresh_on = Some(peer);
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
+    }
+
+    /// One request/response exchange on `stream`.
+    async fn exchange(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        peer: &HttpPeer,
+        mut stream: Stream,
+        request: RequestHeader,
+        body: Option<&Bytes>,
+    ) -> Result<UpstreamSession, Failure> {
+        let coalesce = body.is_some_and(|b| !b.is_empty()) && request.method != http::Method::HEAD;
+        let mut upstream = if coalesce {
+            // Header and body in one write: one segment instead of two on the way out.
+            let mut wire = http_req_header_to_wire(&request)
+                .or_err(ErrorType::InvalidHTTPHeader, "upstream request header")
+                .map_err(|e| Failure::before_response(e.into_in()))?;
+            wire.extend_from_slice(body.map_or(&[][..], |b| &b[..]));
+            write_with_timeout(&mut stream, &wire, peer).await.map_err(Failure::before_response)?;
+            upstream_session(stream, peer)
+        } else {
+            let mut upstream = upstream_session(stream, peer);
+            send_request(&mut upstream, session, request, body).await.map_err(Failure::before_response)?;
+            upstream
+        };
+
+        read_final_header(&mut upstream).await.map_err(Failure::before_response)?;
+        let Some(received) = upstream.resp_header() else {
+            return Err(Failure::before_response(
+                Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up(),
+            ));
+        };
+        let mut header = Box::new(received.clone());
+        let started = |error: Box<Error>| Failure { error, response_started: true };
+        let no_body_left = upstream.is_body_done();
+        self.gateway.upstream_response_filter(session, &mut header, ctx).await.map_err(started)?;
+        frame_response(&mut header, session.req_header(), no_body_left).map_err(started)?;
+        self.gateway.response_filter(session, &mut header, ctx).await.map_err(started)?;
+        session.write_response_header(header, false).await.map_err(|e| started(e.into_down()))?;
+
+        stream_body(&self.gateway, session, ctx, &mut upstream).await.map_err(started)?;
+        Ok(upstream)
+    }
+}
+
+/// Pingora's HTTP/1 client on `stream` with the peer's read and write timeouts.
+fn upstream_session(stream: Stream, peer: &HttpPeer) -> UpstreamSession {
+    let mut upstream = UpstreamSession::new_with_options(stream, peer);
+    upstream.read_timeout = peer.options.read_timeout;
+    upstream.write_timeout = peer.options.write_timeout;
+    upstream
+}
+
+/// Reads the request body whole when it is empty or has a `Content-Length` within
+/// [`BUFFERED_BODY_LIMIT`]; `None` when it must be streamed.
+async fn read_small_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let downstream = session.as_downstream_mut();
+    if downstream.is_body_empty() {
+        return Ok(Some(Bytes::new()));
+    }
+    let request = downstream.req_header();
+    let small = request.headers.get(http::header::TRANSFER_ENCODING).is_none()
+        && request.headers.get(http::header::EXPECT).is_none()
+        && request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|length| length <= BUFFERED_BODY_LIMIT);
+    if !small {
+        return Ok(None);
+    }
+    let mut whole: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    while let Some(chunk) = downstream.read_request_body().await.map_err(|e| e.into_down())? {
+        match whole.take() {
+            // Usually the body arrives in one piece: keep it without copying.
+            None if joined.is_empty() => whole = Some(chunk),
+            None => joined.extend_from_slice(&chunk),
+            Some(first) => {
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(Some(whole.unwrap_or_else(|| joined.freeze())))
+}
+
+/// Sets the upstream request's framing: a buffered body goes with its exact length, a streamed
+/// one chunked unless the client gave its length.
+fn frame_request(request: &mut RequestHeader, session: &Session, body: Option<&Bytes>) -> Result<()> {
+    request.remove_header(&http::header::TRANSFER_ENCODING);
+    match body {
+        Some(body)
+            if body.is_empty()
+                && !matches!(
+                    request.method,
+                    http::Method::POST | http::Method::PUT | http::Method::PATCH
+                ) =>
+        {
+            request.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        Some(body) => {
+            request.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        }
+        None => {
+            let has_length = session.req_header().headers.get(http::header::TRANSFER_ENCODING).is_none()
+                && session.req_header().headers.contains_key(http::header::CONTENT_LENGTH);
+            if !has_length {
+                request.remove_header(&http::header::CONTENT_LENGTH);
+                request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives a response without a length a chunked body, so the downstream connection survives it
+/// (what pingora-proxy does for HTTP/1.0-style upstream responses).
+fn frame_response(header: &mut ResponseHeader, request: &RequestHeader, no_body_left: bool) -> Result<()> {
+    let no_body = request.method == http::Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
+    if !no_body
+        && !no_body_left
+        && !header.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !header.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        header.set_version(http::Version::HTTP_11);
+        header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` and flushes, within the peer's write timeout.
+async fn write_with_timeout(stream: &mut Stream, bytes: &[u8], peer: &HttpPeer) -> Result<()> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    let written = match peer.options.write_timeout {
+        Some(limit) => tokio::time::timeout(limit, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        None => write.await,
+    };
+    written.map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::TimedOut {
+            ErrorType::WriteTimedout
+        } else {
+            ErrorType::WriteError
+        };
+        Error::because(kind, "writing the upstream request", e).into_up()
+    })
+}
+
+/// The request through Pingora's HTTP/1 client: header, then the body, buffered or streamed.
+async fn send_request(
+    upstream: &mut UpstreamSession,
+    session: &mut Session,
+    request: RequestHeader,
+    body: Option<&Bytes>,
+) -> Result<()> {
+    upstream.write_request_header(Box::new(request)).await.map_err(|e| e.into_up())?;
+    match body {
+        Some(body) if body.is_empty() => return Ok(()),
+        Some(body) => {
+            upstream.write_body(body).await.map_err(|e| e.into_up())?;
+        }
+        None => {
+            while let Some(chunk) =
+                session.as_downstream_mut().read_request_body().await.map_err(|e| e.into_down())?
+            {
+                upstream.write_body(&chunk).await.map_err(|e| e.into_up())?;
+            }
+        }
+    }
+    upstream.finish_body().await.map_err(|e| e.into_up())?;
+    Ok(())
+}
+
+/// Reads response headers until the final one (informational ones are not forwarded).
+async fn read_final_header(upstream: &mut UpstreamSession) -> Result<()> {
+    loop {
+        upstream.read_response().await.map_err(|e| e.into_up())?;
+        let status = upstream.resp_header().map(|h| h.status);
+        match status {
+            Some(http::StatusCode::SWITCHING_PROTOCOLS) => {
+                // The gateway never forwards an upgrade request, so this is not an answer to it.
+                return Err(
+                    Error::explain(ErrorType::InvalidHTTPHeader, "unrequested 101 response").into_up()
+                );
+            }
+            Some(status) if status.is_informational() => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Streams the response body downstream through the body filter, one write per upstream read's
+/// worth of bytes, while watching for the client going away.
+async fn stream_body(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    upstream: &mut UpstreamSession,
+) -> Result<()> {
+    let mut watch_downstream = true;
+    loop {
+        let read = if watch_downstream {
+            tokio::select! {
+                biased;
+                read = upstream.read_body_bytes() => read,
+                idle = session.as_downstream_mut().read_body_or_idle(true) => {
+                    // Data or an error on an idle client connection: it is gone or misbehaving.
+                    // (A clean half-close never resolves here.)
+                    match idle {
+                        Err(e) => return Err(e.into_down()),
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                }
+            }
+        } else {
+            upstream.read_body_bytes().await
+        };
+        let (mut data, end) = match read.map_err(|e| e.into_up())? {
+            None => (None, true),
+            Some(first) => {
+                let (batch, ended) = gather_ready(upstream, first)?;
+                (Some(batch), ended || upstream.is_body_done())
+            }
+        };
+        gateway.response_body_filter(session, &mut data, end, ctx)?;
+        if data.as_ref().is_some_and(|d| !d.is_empty()) || end {
+            session.write_response_body(data, end).await.map_err(|e| e.into_down())?;
+        }
+        if end {
+            return Ok(());
+        }
+    }
+}
+
+/// Appends to `first` what the upstream has already delivered, without waiting for more.
+/// Returns the batch and whether the body ended.
+fn gather_ready(upstream: &mut UpstreamSession, first: Bytes) -> Result<(Bytes, bool)> {
+    let mut batch: Option<BytesMut> = None;
+    let mut ended = false;
+    while batch.as_ref().map_or(first.len(), BytesMut::len) < RESPONSE_BATCH_LIMIT && !upstream.is_body_done()
+    {
+        // Pingora's body reads are cancel-safe (pingora-proxy polls them inside `select!`).
+        match upstream.read_body_bytes().now_or_never() {
+            None => break,
+            Some(Ok(None)) => {
+                ended = true;
+                break;
+            }
+            Some(Ok(Some(more))) => {
+                batch.get_or_insert_with(|| BytesMut::from(&first[..])).extend_from_slice(&more)
+            }
+            Some(Err(e)) => return Err(e.into_up()),
+        }
+    }
+    Ok((batch.map_or(first, BytesMut::freeze), ended))
+}
+
+/// Returns the upstream connection to the pool when its response was read to the end.
+async fn release(connector: &TransportConnector, mut upstream: UpstreamSession, peer: &HttpPeer) {
+    upstream.respect_keepalive();
+    if let Some(stream) = upstream.reuse().await {
+        connector.release_stream(stream, peer.reuse_hash(), peer.idle_timeout());
+    }
+}
+
+/// Ends the request's exchange; the connection when the client may send another request.
+async fn finish(session: Session) -> Option<Reusable> {
+    let settings = HttpPersistentSettings::for_session(session.as_downstream());
+    let reusable = session.downstream_session.finish().await.ok().flatten()?;
+    Some(ReusedHttpStream::from_reusable_stream(reusable, settings).consume())
+}
