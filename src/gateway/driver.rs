@@ -173,6 +173,11 @@ impl GatewayApp {
     async fn proxy(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         // Kept for error answers (the JSON-RPC id) and for a resend on a fresh connection.
         session.as_downstream_mut().enable_retry_buffering();
+        // The gateway reads the body itself, so it tells a client waiting for permission to go
+        // ahead (as nginx does); the expectation is not forwarded.
+        if expects_continue(session.req_header()) {
+            session.as_downstream_mut().write_continue_response().await.map_err(|e| e.into_down())?;
+        }
         let body = read_small_body(session).await?;
         let mut attempts = 0;
         let mut fresh_on: Option<Box<HttpPeer>> = None;
@@ -285,7 +290,6 @@ async fn read_small_body(session: &mut Session) -> Result<Option<Bytes>> {
     }
     let request = downstream.req_header();
     let small = request.headers.get(http::header::TRANSFER_ENCODING).is_none()
-        && request.headers.get(http::header::EXPECT).is_none()
         && request
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -310,10 +314,19 @@ async fn read_small_body(session: &mut Session) -> Result<Option<Bytes>> {
     Ok(Some(whole.unwrap_or_else(|| joined.freeze())))
 }
 
+/// `Expect: 100-continue` on the request.
+fn expects_continue(request: &RequestHeader) -> bool {
+    request
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// Sets the upstream request's framing: a buffered body goes with its exact length, a streamed
 /// one chunked unless the client gave its length.
 fn frame_request(request: &mut RequestHeader, session: &Session, body: Option<&Bytes>) -> Result<()> {
     request.remove_header(&http::header::TRANSFER_ENCODING);
+    request.remove_header(&http::header::EXPECT);
     match body {
         Some(body)
             if body.is_empty()
