@@ -112,8 +112,8 @@ fn headers(c: &mut Criterion) {
     }
     c.bench_function("header_restriction/8_headers", |b| {
         b.iter_batched(
-            || template.clone(),
-            |mut req| policy.apply(&mut req),
+            || RequestHeader::build_no_case("POST", b"/mcp", Some(8)).unwrap(),
+            |mut upstream| policy.copy_forwardable(&template, &mut upstream).unwrap(),
             criterion::BatchSize::SmallInput,
         )
     });

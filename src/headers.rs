@@ -3,9 +3,9 @@
 //! Always: the caller's credentials (`authorization`, `proxy-authorization`, `cookie`,
 //! `x-upstream-authorization`) and trusted-proxy user headers; the inbound token never reaches an
 //! upstream unless an outbound setting puts it back on purpose. Plus each server's
-//! `restricted_headers` globs. And on every request, before that: the hop-by-hop headers and the
-//! ones `Connection` names ([`strip_hop_by_hop`]; on HTTP/2 Pingora's standard upstream request
-//! policy, which every peer sets in `gateway/upstream.rs`, does the same).
+//! `restricted_headers` globs. And on every request: the hop-by-hop headers and the ones
+//! `Connection` names. The upstream request is built from what may leave
+//! ([`HeaderPolicy::copy_forwardable`]) rather than cut down from a copy of the client's.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use http::HeaderName;
@@ -52,53 +52,53 @@ impl HeaderPolicy {
         Ok(Self { always, restricted })
     }
 
-    /// Removes every header the policy names.
-    pub fn apply(&self, request: &mut RequestHeader) {
-        // One pass over the headers the request has (usually a handful) instead of a lookup per
-        // name the policy knows; nothing is allocated unless something is removed.
-        let doomed: Vec<HeaderName> =
-            request.headers.keys().filter(|name| self.strips(name)).cloned().collect();
-        for name in doomed {
-            request.remove_header(&name);
+    /// Copies onto `upstream` every header of `inbound` that may leave: not hop-by-hop, not
+    /// named by `Connection`, not `Host` or `Transfer-Encoding` (the upstream request gets its own),
+    /// and not stripped by this policy. One pass over the client's headers; nothing is removed
+    /// afterwards.
+    pub fn copy_forwardable(
+        &self,
+        inbound: &RequestHeader,
+        upstream: &mut RequestHeader,
+    ) -> pingora::Result<()> {
+        let connection = inbound.headers.get_all(http::header::CONNECTION);
+        let has_connection = connection.iter().next().is_some();
+        for (name, value) in &inbound.headers {
+            let stays = HOP_BY_HOP.contains(&name.as_str())
+                || NOT_COPIED.contains(name)
+                || (has_connection && nominated(&connection, name))
+                || self.strips(name);
+            if !stays {
+                upstream.append_header(name.clone(), value.clone())?;
+            }
         }
+        Ok(())
     }
 
-    fn strips(&self, name: &HeaderName) -> bool {
+    /// True when the policy keeps `name` from leaving.
+    pub fn strips(&self, name: &HeaderName) -> bool {
         self.always.contains(name) || self.restricted.as_ref().is_some_and(|r| r.is_match(name.as_str()))
     }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded.
-/// The framing headers are not among them: the driver sets the upstream's framing itself.
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "http2-settings"];
 
-/// Headers a `Connection` header may not name for removal: the request's framing and routing.
-const NEVER_NOMINATED: [&str; 3] = ["transfer-encoding", "content-length", "host"];
+/// Headers the upstream request sets itself rather than copying: its `Host` (the upstream's
+/// authority) and its framing.
+const NOT_COPIED: [HeaderName; 2] = [http::header::HOST, http::header::TRANSFER_ENCODING];
 
-/// Removes the hop-by-hop headers and every header the `Connection` header names, in one pass
-/// over the request's headers; allocates nothing for a request without either.
-pub fn strip_hop_by_hop(request: &mut RequestHeader) {
-    let nominated = |name: &HeaderName| {
-        request.headers.get_all(http::header::CONNECTION).iter().any(|value| {
+/// True when a `Connection` header names `name` (a header meant for this hop only). It cannot
+/// take the framing headers: `Content-Length` stays.
+fn nominated(connection: &http::header::GetAll<'_, http::HeaderValue>, name: &HeaderName) -> bool {
+    name != http::header::CONTENT_LENGTH
+        && connection.iter().any(|value| {
             value
                 .as_bytes()
                 .split(|b| *b == b',')
                 .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
         })
-    };
-    let doomed: Vec<HeaderName> = request
-        .headers
-        .keys()
-        .filter(|name| {
-            HOP_BY_HOP.contains(&name.as_str())
-                || (!NEVER_NOMINATED.contains(&name.as_str()) && nominated(name))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        request.remove_header(&name);
-    }
 }
 
 #[cfg(test)]
@@ -106,7 +106,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_and_nominated_headers_are_stripped_but_never_the_framing() {
+    fn hop_by_hop_nominated_host_and_chunking_stay_behind_but_the_length_leaves() {
         let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
         for (k, v) in [
             ("connection", "keep-alive, X-Secret-Hop, content-length, Host"),
@@ -115,15 +115,18 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-secret-hop", "1"),
             ("content-length", "2"),
+            ("transfer-encoding", "chunked"),
             ("host", "gw"),
             ("mcp-session-id", "s"),
         ] {
             req.append_header(k, v).unwrap();
         }
-        strip_hop_by_hop(&mut req);
-        let mut left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        let policy = HeaderPolicy::new(&[], &[]).unwrap();
+        let mut upstream = RequestHeader::build_no_case("POST", b"/mcp", None).unwrap();
+        policy.copy_forwardable(&req, &mut upstream).unwrap();
+        let mut left: Vec<&str> = upstream.headers.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["content-length", "host", "mcp-session-id"]);
+        assert_eq!(left, ["content-length", "mcp-session-id"]);
     }
 
     #[test]
@@ -148,8 +151,9 @@ mod tests {
         ] {
             req.append_header(k, v).unwrap();
         }
-        policy.apply(&mut req);
-        let mut left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        let mut upstream = RequestHeader::build_no_case("POST", b"/mcp", None).unwrap();
+        policy.copy_forwardable(&req, &mut upstream).unwrap();
+        let mut left: Vec<&str> = upstream.headers.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["mcp-session-id", "x-internalish"]);
     }

@@ -26,19 +26,19 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream, ServerApp};
-use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as UpstreamSession};
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, OkOrErr, Result};
 use tokio::io::AsyncWriteExt;
 
+use super::idle_pool::IdlePool;
 use super::{Gateway, RequestCtx};
-use crate::headers::strip_hop_by_hop;
 
 /// Request bodies with a `Content-Length` up to this size are read whole before the upstream
 /// request is written (MCP messages are small); larger or chunked bodies are streamed.
@@ -55,7 +55,7 @@ const KEEPALIVE_SECONDS: u64 = 60;
 pub struct GatewayApp {
     gateway: Gateway,
     h2: Arc<HttpProxy<Gateway>>,
-    connector: TransportConnector,
+    pool: IdlePool,
     max_retries: usize,
 }
 
@@ -66,7 +66,7 @@ impl GatewayApp {
         Self {
             gateway: http1,
             h2: Arc::new(http_proxy(conf, http2)),
-            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            pool: IdlePool::new(ConnectorOptions::from_server_conf(conf), conf.upstream_keepalive_pool_size),
             max_retries: conf.max_retries.max(1),
         }
     }
@@ -189,9 +189,9 @@ impl GatewayApp {
                 None => self.gateway.upstream_peer(session, ctx).await?,
             };
             let connected = if fresh {
-                self.connector.new_stream(&*peer).await.map(|stream| (stream, false))
+                self.pool.connect(&peer).await.map(|stream| (stream, false))
             } else {
-                self.connector.get_stream(&*peer).await
+                self.pool.get(&peer).await
             };
             let (stream, reused) = match connected {
                 Ok(connected) => connected,
@@ -204,15 +204,14 @@ impl GatewayApp {
                     return Err(e.into_up());
                 }
             };
-            let mut request = session.req_header().clone();
-            request.set_version(http::Version::HTTP_11);
-            strip_hop_by_hop(&mut request);
+            // The phase builds the upstream request from the client's; this is only its slot.
+            let mut request = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))?;
             self.gateway.upstream_request_filter(session, &mut request, ctx).await?;
             frame_request(&mut request, session, body.as_ref())?;
 
             match self.exchange(session, ctx, &peer, stream, request, body.as_ref()).await {
                 Ok(upstream) => {
-                    release(&self.connector, upstream, &peer).await;
+                    release(&self.pool, upstream, &peer).await;
                     return Ok(());
                 }
                 // A pooled connection the upstream had already closed: nothing reached it, and
@@ -502,10 +501,10 @@ fn gather_ready(upstream: &mut UpstreamSession, first: Bytes) -> Result<(Bytes, 
 }
 
 /// Returns the upstream connection to the pool when its response was read to the end.
-async fn release(connector: &TransportConnector, mut upstream: UpstreamSession, peer: &HttpPeer) {
+async fn release(pool: &IdlePool, mut upstream: UpstreamSession, peer: &HttpPeer) {
     upstream.respect_keepalive();
     if let Some(stream) = upstream.reuse().await {
-        connector.release_stream(stream, peer.reuse_hash(), peer.idle_timeout());
+        pool.put(stream, peer);
     }
 }
 

@@ -15,6 +15,7 @@
 mod context;
 mod driver;
 mod errors;
+mod idle_pool;
 mod local;
 mod logging;
 mod request;

@@ -55,29 +55,34 @@ pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     e
 }
 
-/// Rewrites the target onto the upstream's path, sets `Host`, removes the headers the server's
-/// policy strips (hop-by-hop, the caller's credentials, restricted globs).
+/// Builds the upstream request in place of `request`, from the client's (`inbound`): the
+/// upstream's target and `Host`, the client's headers that may leave (not hop-by-hop, not the
+/// caller's credentials, not the server's restricted globs), then the resolved credentials.
+/// Built afresh rather than cut down from a copy: one pass over the client's headers and no
+/// removals (header names go upstream in lowercase, which HTTP allows).
 /// Runs again on every retry, so it only copies what `request_filter` prepared.
 pub fn prepare_request(
     inbound: &RequestHeader,
     request: &mut RequestHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    if let Some(target) = &ctx.target {
-        request.set_uri(target.clone());
-    }
+    let server = ctx
+        .server()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream request without a route"))?;
+    let mut fresh =
+        RequestHeader::build_no_case(inbound.method.clone(), b"/", Some(inbound.headers.len() + 4))?;
+    fresh.set_uri(ctx.target.clone().unwrap_or_else(|| inbound.uri.clone()));
     if let Some(upstream) = &ctx.upstream {
-        request.insert_header(http::header::HOST, upstream.host_header.clone())?;
+        fresh.insert_header(http::header::HOST, upstream.host_header.clone())?;
     }
-    if let Some(server) = ctx.server() {
-        server.headers.apply(request);
-    }
+    server.headers.copy_forwardable(inbound, &mut fresh)?;
     if let Some(credentials) = &ctx.credentials {
-        credentials.apply(inbound, request)?;
+        credentials.apply(inbound, &mut fresh)?;
     }
     if let Some(original) = &ctx.session_original {
-        request.insert_header(MCP_SESSION_ID, original.clone())?;
+        fresh.insert_header(MCP_SESSION_ID, original.clone())?;
     }
+    *request = fresh;
     ctx.upstream_sent_at = Some(Instant::now());
     Ok(())
 }
