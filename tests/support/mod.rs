@@ -7,12 +7,22 @@ pub mod idp;
 pub mod token_endpoint;
 pub mod upstream;
 
-/// A free loopback port (bound, then released for the process under test to take).
+/// A free loopback port (bound, then released for the process under test to take), never one
+/// this test process handed out before: the kernel may return a just-released port again, and a
+/// gateway given the same port for its listener and its admin listener refuses to start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// An HTTP/1.1 client for the gateway under test (no system proxy).
