@@ -230,3 +230,40 @@ async fn a_client_expecting_100_continue_is_told_to_go_ahead_by_the_gateway() {
     assert_eq!(requests[0].body, body.as_bytes());
     assert!(!requests[0].headers.contains_key("expect"), "{:?}", requests[0].headers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_on_a_pooled_connection_is_a_504_and_never_sent_twice() {
+    let received = Arc::new(Mutex::new(0usize));
+    let count = received.clone();
+    let upstream = raw_upstream(move |_, mut socket| {
+        let count = count.clone();
+        async move {
+            while read_request(&mut socket).await.is_some() {
+                let n = {
+                    let mut seen = count.lock().unwrap();
+                    *seen += 1;
+                    *seen
+                };
+                if n > 1 {
+                    // Slower than the read timeout: the request is being worked on.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                answer(&mut socket, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).await;
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::start(&format!("{}    read_timeout: 300ms\n", one_server(&upstream)));
+    let client = client();
+    let call = || {
+        client
+            .post(gateway.url("/gh"))
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#)
+            .send()
+    };
+    assert_eq!(call().await.expect("send").status(), 200);
+    assert_eq!(call().await.expect("send").status(), 504);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(*received.lock().unwrap(), 2, "the slow call was sent again");
+}

@@ -113,6 +113,16 @@ impl Failure {
     fn before_response(error: Box<Error>) -> Self {
         Self { error, response_started: false }
     }
+
+    /// The connection was found closed or reset before any response byte: the signature of a
+    /// pooled connection the upstream had dropped, never of a slow upstream.
+    fn means_closed_before_response(&self) -> bool {
+        !self.response_started
+            && matches!(
+                self.error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
 }
 
 impl GatewayApp {
@@ -215,8 +225,10 @@ impl GatewayApp {
                     return Ok(());
                 }
                 // A pooled connection the upstream had already closed: nothing reached it, and
-                // the body is at hand, so the request goes again on a new connection.
-                Err(failure) if reused && !failure.response_started && body.is_some() => {
+                // the body is at hand, so the request goes again on a new connection. (A timeout
+                // is not that: the upstream has the request and is slow; sending it again could
+                // run a tool call twice.)
+                Err(failure) if reused && body.is_some() && failure.means_closed_before_response() => {
                     tracing::debug!(
                         "pooled upstream connection failed, retrying on a new one: {}",
                         failure.error
