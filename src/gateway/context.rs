@@ -50,6 +50,9 @@ pub struct RequestCtx {
     pub credentials: Option<Resolved>,
     /// A body the gateway sends instead of the upstream's (an upstream 401 to its credential).
     pub replacement_body: Option<bytes::Bytes>,
+    /// The request body, when the HTTP/1 driver read it whole before sending it upstream (error
+    /// answers find the JSON-RPC id in it).
+    pub request_body: Option<bytes::Bytes>,
 }
 
 impl RequestCtx {
@@ -74,6 +77,7 @@ impl RequestCtx {
             error: None,
             credentials: None,
             replacement_body: None,
+            request_body: None,
         }
     }
 

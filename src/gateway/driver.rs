@@ -181,14 +181,18 @@ impl GatewayApp {
 
     /// Sends the request upstream and the response downstream, retrying where that is safe.
     async fn proxy(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        // Kept for error answers (the JSON-RPC id) and for a resend on a fresh connection.
-        session.as_downstream_mut().enable_retry_buffering();
         // The gateway reads the body itself, so it tells a client waiting for permission to go
         // ahead (as nginx does); the expectation is not forwarded.
         if expects_continue(session.req_header()) {
             session.as_downstream_mut().write_continue_response().await.map_err(|e| e.into_down())?;
         }
+        // A body read whole is kept once, here, for a resend and for error answers; a streamed
+        // one keeps its start in Pingora's retry buffer for error answers.
         let body = read_small_body(session).await?;
+        match &body {
+            Some(body) => ctx.request_body = Some(body.clone()),
+            None => session.as_downstream_mut().enable_retry_buffering(),
+        }
         let mut attempts = 0;
         let mut fresh_on: Option<Box<HttpPeer>> = None;
         loop {

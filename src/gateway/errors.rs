@@ -26,7 +26,7 @@ pub async fn respond(
     challenge: Option<http::HeaderValue>,
 ) -> Result<()> {
     let shape = if is_json_post(session) {
-        BodyShape::JsonRpc(read_body_prefix(session).await.as_deref().and_then(jsonrpc_id))
+        BodyShape::JsonRpc(read_body_prefix(session, ctx).await.as_deref().and_then(jsonrpc_id))
     } else {
         BodyShape::Plain
     };
@@ -46,17 +46,21 @@ pub async fn respond(
     session.write_response_body(Some(Bytes::from(body)), true).await
 }
 
-/// The body shape from what Pingora kept of the request body, without reading more (for
-/// errors found after the request went upstream).
-pub fn buffered_shape(session: &Session) -> BodyShape {
+/// The body shape from the request body already read — the driver's whole body, or what
+/// Pingora kept for retries — without reading more (for errors found after the request went
+/// upstream).
+pub fn buffered_shape(session: &Session, ctx: &RequestCtx) -> BodyShape {
     if !is_json_post(session) {
         return BodyShape::Plain;
     }
     let downstream = session.as_downstream();
-    let id = downstream
-        .get_retry_buffer()
-        .filter(|_| !downstream.retry_buffer_truncated())
-        .and_then(|b| jsonrpc_id(&b));
+    let id = match &ctx.request_body {
+        Some(body) => jsonrpc_id(body),
+        None => downstream
+            .get_retry_buffer()
+            .filter(|_| !downstream.retry_buffer_truncated())
+            .and_then(|b| jsonrpc_id(&b)),
+    };
     BodyShape::JsonRpc(id)
 }
 
@@ -69,9 +73,13 @@ fn is_json_post(session: &Session) -> bool {
             .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"json").is_some())
 }
 
-/// The start of the request body: what Pingora kept for retries, or, when nothing was read yet,
-/// up to [`MAX_ID_SCAN`] bytes read now. Only ever called on an error path.
-async fn read_body_prefix(session: &mut Session) -> Option<Vec<u8>> {
+/// The start of the request body: the driver's whole body, what Pingora kept for retries, or,
+/// when nothing was read yet, up to [`MAX_ID_SCAN`] bytes read now. Only ever called on an error
+/// path.
+async fn read_body_prefix(session: &mut Session, ctx: &RequestCtx) -> Option<Vec<u8>> {
+    if let Some(body) = &ctx.request_body {
+        return Some(body.to_vec());
+    }
     let downstream = session.as_downstream_mut();
     if let Some(buffered) = downstream.get_retry_buffer() {
         return (!downstream.retry_buffer_truncated()).then(|| buffered.to_vec());

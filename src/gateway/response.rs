@@ -98,7 +98,7 @@ fn refuse_rejected_credential(session: &Session, response: &mut ResponseHeader, 
     }
     tracing::warn!(server = ctx.server_name(), "the upstream answered 401 to the gateway's credential");
     let error = GatewayError::UpstreamRejectedCredential;
-    let body = render(&error, &errors::buffered_shape(session));
+    let body = render(&error, &errors::buffered_shape(session, ctx));
     let rewritten = (|| -> pingora::Result<()> {
         response.set_status(error.status())?;
         for name in
