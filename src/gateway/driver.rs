@@ -24,11 +24,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream, ServerApp};
 use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as UpstreamSession};
+use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -38,14 +37,12 @@ use pingora::{Error, ErrorType, OkOrErr, Result};
 use tokio::io::AsyncWriteExt;
 
 use super::idle_pool::IdlePool;
+use super::upstream_h1::UpstreamResponse;
 use super::{Gateway, RequestCtx};
 
 /// Request bodies with a `Content-Length` up to this size are read whole before the upstream
 /// request is written (MCP messages are small); larger or chunked bodies are streamed.
 pub const BUFFERED_BODY_LIMIT: usize = 64 * 1024;
-
-/// The most response bytes gathered into one downstream write.
-const RESPONSE_BATCH_LIMIT: usize = 64 * 1024;
 
 /// How long a downstream connection may sit idle between requests, in seconds (Pingora's
 /// default for HTTP/1 keep-alive).
@@ -225,7 +222,7 @@ impl GatewayApp {
 
             match self.exchange(session, ctx, &peer, stream, request, body.as_ref()).await {
                 Ok(upstream) => {
-                    release(&self.pool, upstream, &peer).await;
+                    release(&self.pool, upstream, &peer);
                     return Ok(());
                 }
                 // A pooled connection the upstream had already closed: nothing reached it, and
@@ -253,29 +250,31 @@ impl GatewayApp {
         mut stream: Stream,
         request: RequestHeader,
         body: Option<&Bytes>,
-    ) -> Result<UpstreamSession, Failure> {
-        let coalesce = body.is_some_and(|b| !b.is_empty()) && request.method != http::Method::HEAD;
-        let mut upstream = if coalesce {
+    ) -> Result<UpstreamResponse, Failure> {
+        let mut wire = http_req_header_to_wire(&request)
+            .or_err(ErrorType::InvalidHTTPHeader, "upstream request header")
+            .map_err(|e| Failure::before_response(e.into_in()))?;
+        match body {
             // Header and body in one write: one segment instead of two on the way out.
-            let mut wire = http_req_header_to_wire(&request)
-                .or_err(ErrorType::InvalidHTTPHeader, "upstream request header")
-                .map_err(|e| Failure::before_response(e.into_in()))?;
-            wire.extend_from_slice(body.map_or(&[][..], |b| &b[..]));
-            write_with_timeout(&mut stream, &wire, peer).await.map_err(Failure::before_response)?;
-            upstream_session(stream, peer)
-        } else {
-            let mut upstream = upstream_session(stream, peer);
-            send_request(&mut upstream, session, request, body).await.map_err(Failure::before_response)?;
-            upstream
-        };
+            Some(body) => {
+                wire.extend_from_slice(body);
+                write_with_timeout(&mut stream, &wire, peer).await.map_err(Failure::before_response)?;
+            }
+            None => {
+                let chunked = request.headers.contains_key(http::header::TRANSFER_ENCODING);
+                write_with_timeout(&mut stream, &wire, peer).await.map_err(Failure::before_response)?;
+                stream_request_body(&mut stream, session, peer, chunked)
+                    .await
+                    .map_err(Failure::before_response)?;
+            }
+        }
 
-        read_final_header(&mut upstream).await.map_err(Failure::before_response)?;
-        let Some(received) = upstream.resp_header() else {
-            return Err(Failure::before_response(
-                Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up(),
-            ));
-        };
-        let mut header = Box::new(received.clone());
+        let mut upstream = UpstreamResponse::new(stream, peer.options.read_timeout);
+        let mut header = upstream
+            .read_head(&session.req_header().method)
+            .await
+            .map(Box::new)
+            .map_err(Failure::before_response)?;
         let started = |error: Box<Error>| Failure { error, response_started: true };
         let no_body_left = upstream.is_body_done();
         self.gateway.upstream_response_filter(session, &mut header, ctx).await.map_err(started)?;
@@ -286,14 +285,6 @@ impl GatewayApp {
         stream_body(&self.gateway, session, ctx, &mut upstream).await.map_err(started)?;
         Ok(upstream)
     }
-}
-
-/// Pingora's HTTP/1 client on `stream` with the peer's read and write timeouts.
-fn upstream_session(stream: Stream, peer: &HttpPeer) -> UpstreamSession {
-    let mut upstream = UpstreamSession::new_with_options(stream, peer);
-    upstream.read_timeout = peer.options.read_timeout;
-    upstream.write_timeout = peer.options.write_timeout;
-    upstream
 }
 
 /// Reads the request body whole when it is empty or has a `Content-Length` within
@@ -404,47 +395,34 @@ async fn write_with_timeout(stream: &mut Stream, bytes: &[u8], peer: &HttpPeer) 
     })
 }
 
-/// The request through Pingora's HTTP/1 client: header, then the body, buffered or streamed.
-async fn send_request(
-    upstream: &mut UpstreamSession,
+/// Streams the client's request body upstream as it arrives (the header has been written), in
+/// the chunked coding when the upstream request says so.
+async fn stream_request_body(
+    stream: &mut Stream,
     session: &mut Session,
-    request: RequestHeader,
-    body: Option<&Bytes>,
+    peer: &HttpPeer,
+    chunked: bool,
 ) -> Result<()> {
-    upstream.write_request_header(Box::new(request)).await.map_err(|e| e.into_up())?;
-    match body {
-        Some(body) if body.is_empty() => return Ok(()),
-        Some(body) => {
-            upstream.write_body(body).await.map_err(|e| e.into_up())?;
+    while let Some(chunk) =
+        session.as_downstream_mut().read_request_body().await.map_err(|e| e.into_down())?
+    {
+        if chunk.is_empty() {
+            continue;
         }
-        None => {
-            while let Some(chunk) =
-                session.as_downstream_mut().read_request_body().await.map_err(|e| e.into_down())?
-            {
-                upstream.write_body(&chunk).await.map_err(|e| e.into_up())?;
-            }
+        if chunked {
+            let mut framed = BytesMut::with_capacity(chunk.len() + 20);
+            framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            write_with_timeout(stream, &framed, peer).await?;
+        } else {
+            write_with_timeout(stream, &chunk, peer).await?;
         }
     }
-    upstream.finish_body().await.map_err(|e| e.into_up())?;
+    if chunked {
+        write_with_timeout(stream, b"0\r\n\r\n", peer).await?;
+    }
     Ok(())
-}
-
-/// Reads response headers until the final one (informational ones are not forwarded).
-async fn read_final_header(upstream: &mut UpstreamSession) -> Result<()> {
-    loop {
-        upstream.read_response().await.map_err(|e| e.into_up())?;
-        let status = upstream.resp_header().map(|h| h.status);
-        match status {
-            Some(http::StatusCode::SWITCHING_PROTOCOLS) => {
-                // The gateway never forwards an upgrade request, so this is not an answer to it.
-                return Err(
-                    Error::explain(ErrorType::InvalidHTTPHeader, "unrequested 101 response").into_up()
-                );
-            }
-            Some(status) if status.is_informational() => continue,
-            _ => return Ok(()),
-        }
-    }
 }
 
 /// Streams the response body downstream through the body filter, one write per upstream read's
@@ -453,14 +431,15 @@ async fn stream_body(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    upstream: &mut UpstreamSession,
+    upstream: &mut UpstreamResponse,
 ) -> Result<()> {
     let mut watch_downstream = true;
     loop {
         let read = if watch_downstream {
             tokio::select! {
                 biased;
-                read = upstream.read_body_bytes() => read,
+                // Cancel-safe: a read that loses the race has consumed nothing.
+                read = upstream.read_body() => read,
                 idle = session.as_downstream_mut().read_body_or_idle(true) => {
                     // Data or an error on an idle client connection: it is gone or misbehaving.
                     // (A clean half-close never resolves here.)
@@ -474,15 +453,10 @@ async fn stream_body(
                 }
             }
         } else {
-            upstream.read_body_bytes().await
+            upstream.read_body().await
         };
-        let (mut data, end) = match read.map_err(|e| e.into_up())? {
-            None => (None, true),
-            Some(first) => {
-                let (batch, ended) = gather_ready(upstream, first)?;
-                (Some(batch), ended || upstream.is_body_done())
-            }
-        };
+        let mut data = read?;
+        let end = data.is_none() || upstream.is_body_done();
         gateway.response_body_filter(session, &mut data, end, ctx)?;
         if data.as_ref().is_some_and(|d| !d.is_empty()) || end {
             session.write_response_body(data, end).await.map_err(|e| e.into_down())?;
@@ -493,33 +467,9 @@ async fn stream_body(
     }
 }
 
-/// Appends to `first` what the upstream has already delivered, without waiting for more.
-/// Returns the batch and whether the body ended.
-fn gather_ready(upstream: &mut UpstreamSession, first: Bytes) -> Result<(Bytes, bool)> {
-    let mut batch: Option<BytesMut> = None;
-    let mut ended = false;
-    while batch.as_ref().map_or(first.len(), BytesMut::len) < RESPONSE_BATCH_LIMIT && !upstream.is_body_done()
-    {
-        // Pingora's body reads are cancel-safe (pingora-proxy polls them inside `select!`).
-        match upstream.read_body_bytes().now_or_never() {
-            None => break,
-            Some(Ok(None)) => {
-                ended = true;
-                break;
-            }
-            Some(Ok(Some(more))) => {
-                batch.get_or_insert_with(|| BytesMut::from(&first[..])).extend_from_slice(&more)
-            }
-            Some(Err(e)) => return Err(e.into_up()),
-        }
-    }
-    Ok((batch.map_or(first, BytesMut::freeze), ended))
-}
-
 /// Returns the upstream connection to the pool when its response was read to the end.
-async fn release(pool: &IdlePool, mut upstream: UpstreamSession, peer: &HttpPeer) {
-    upstream.respect_keepalive();
-    if let Some(stream) = upstream.reuse().await {
+fn release(pool: &IdlePool, upstream: UpstreamResponse, peer: &HttpPeer) {
+    if let Some(stream) = upstream.into_reusable() {
         pool.put(stream, peer);
     }
 }

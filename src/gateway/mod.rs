@@ -21,6 +21,7 @@ mod logging;
 mod request;
 mod response;
 mod upstream;
+mod upstream_h1;
 
 use std::sync::Arc;
 

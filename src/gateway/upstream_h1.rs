@@ -1,0 +1,587 @@
+//! The upstream side of an HTTP/1 exchange, without Pingora's client session: the response head
+//! is parsed (httparse) straight into the `ResponseHeader` the phases see, and the body is read
+//! by its framing (a length, the chunked coding, or until the upstream closes).
+//!
+//! Why not Pingora's client session: it builds every response head twice over (a header map with
+//! a case map, then the copy a proxy must take to own it) and builds a body reader and a timer per
+//! read; that was about a fifth of the instructions of a proxied request (load/results/perf-notes.md,
+//! round 4). The framing rules are RFC 9112 §6.3, as Pingora and nginx apply them.
+
+use std::mem::MaybeUninit;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use pingora::http::ResponseHeader;
+use pingora::prelude::timeout;
+use pingora::protocols::Stream;
+use pingora::{Error, ErrorType, Result};
+use tokio::io::AsyncReadExt;
+
+/// Most header lines accepted in one response head (Pingora's limit too).
+const MAX_HEADERS: usize = 256;
+/// Largest response head accepted, and largest trailer section.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Longest chunk-size line accepted (the size and any chunk extensions).
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Room given to each read of the upstream socket.
+const READ_SIZE: usize = 16 * 1024;
+
+/// How the rest of the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Exactly this many bytes remain.
+    Length(u64),
+    /// The chunked transfer coding, in this decoding state.
+    Chunked(Chunk),
+    /// The body ends when the upstream closes the connection.
+    UntilClose,
+    /// The body has been read to its end.
+    Done,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, with this many bytes of it left.
+    Data(u64),
+    /// Expecting the CRLF that ends a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines (not forwarded), this many bytes so far.
+    Trailers(usize),
+}
+
+/// One upstream connection while it answers one request.
+pub struct UpstreamResponse {
+    stream: Stream,
+    /// Bytes read from the socket and not yet handed on.
+    buf: BytesMut,
+    read_timeout: Option<Duration>,
+    body: Framing,
+    /// Whether the connection may carry another request once the body is read.
+    keepalive: bool,
+}
+
+impl UpstreamResponse {
+    /// Starts reading the answer to a request already written on `stream`.
+    pub fn new(stream: Stream, read_timeout: Option<Duration>) -> Self {
+        Self { stream, buf: BytesMut::new(), read_timeout, body: Framing::Done, keepalive: false }
+    }
+
+    /// Reads the final response head (informational ones are skipped; a `101` is refused, since
+    /// the gateway never forwards an upgrade) and sets up the body's framing. A response to
+    /// `HEAD`, a `204` and a `304` have no body.
+    pub async fn read_head(&mut self, request_method: &Method) -> Result<ResponseHeader> {
+        loop {
+            match parse_head(&self.buf)? {
+                Some(head) => {
+                    self.buf.advance(head.length);
+                    let status = head.header.status;
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(Error::explain(ErrorType::InvalidHTTPHeader, "unrequested 101 response")
+                            .into_up());
+                    }
+                    if status.is_informational() {
+                        continue;
+                    }
+                    return self.frame(head.header, request_method);
+                }
+                None if self.buf.len() > MAX_HEAD_BYTES => {
+                    return Err(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "upstream response head too large",
+                    )
+                    .into_up());
+                }
+                None => {}
+            }
+            if self.fill().await? == 0 {
+                return Err(if self.buf.is_empty() {
+                    Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "upstream closed the connection before answering",
+                    )
+                } else {
+                    Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "upstream closed the connection inside the response head",
+                    )
+                }
+                .into_up());
+            }
+        }
+    }
+
+    /// Decides the body's framing and the connection's reuse from the final head.
+    fn frame(&mut self, mut header: ResponseHeader, request_method: &Method) -> Result<ResponseHeader> {
+        let headers = &header.headers;
+        self.keepalive = match header.version {
+            Version::HTTP_11 => !has_token(headers, header::CONNECTION, "close"),
+            _ => has_token(headers, header::CONNECTION, "keep-alive"),
+        };
+        let no_body = *request_method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
+        self.body = if no_body {
+            Framing::Done
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            // A length next to a transfer coding is ignored and not forwarded, and the connection
+            // is not reused: the two framings disagree about where the next response starts.
+            if headers.contains_key(header::CONTENT_LENGTH) {
+                self.keepalive = false;
+                header.remove_header(&header::CONTENT_LENGTH);
+            }
+            if final_coding_is_chunked(&header.headers) {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                self.keepalive = false;
+                Framing::UntilClose
+            }
+        } else {
+            match content_length(headers) {
+                Ok(Some(0)) => Framing::Done,
+                Ok(Some(length)) => Framing::Length(length),
+                Ok(None) => {
+                    self.keepalive = false;
+                    Framing::UntilClose
+                }
+                // RFC 9112 §6.3: a proxy answers 502 to a response whose framing is invalid.
+                Err(()) => {
+                    return Err(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "invalid upstream Content-Length",
+                    )
+                    .into_up())
+                }
+            }
+        };
+        Ok(header)
+    }
+
+    /// True when the body has been read to its end (or there is none).
+    pub fn is_body_done(&self) -> bool {
+        self.body == Framing::Done
+    }
+
+    /// The next piece of the body: everything one socket read made available, decoded.
+    /// `None` at the end of the body.
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            match self.body {
+                Framing::Done => return Ok(None),
+                Framing::Length(left) => {
+                    if self.buf.is_empty() && self.fill().await? == 0 {
+                        return Err(closed_inside_body());
+                    }
+                    let take = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let left = left - take as u64;
+                    self.body = if left == 0 { Framing::Done } else { Framing::Length(left) };
+                    return Ok(Some(self.buf.split_to(take).freeze()));
+                }
+                Framing::UntilClose => {
+                    if self.buf.is_empty() && self.fill().await? == 0 {
+                        self.body = Framing::Done;
+                        return Ok(None);
+                    }
+                    return Ok(Some(self.buf.split().freeze()));
+                }
+                Framing::Chunked(_) => {
+                    let decoded = self.decode_chunks()?;
+                    if !decoded.is_empty() {
+                        return Ok(Some(decoded));
+                    }
+                    if self.body == Framing::Done {
+                        return Ok(None);
+                    }
+                    if self.fill().await? == 0 {
+                        return Err(closed_inside_body());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes as much of the chunked body as the buffer holds.
+    fn decode_chunks(&mut self) -> Result<Bytes> {
+        let mut out = BytesMut::new();
+        while let Framing::Chunked(state) = self.body {
+            let next = match state {
+                Chunk::Size => match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.buf.advance(used);
+                        if size == 0 {
+                            Chunk::Trailers(0)
+                        } else {
+                            Chunk::Data(size)
+                        }
+                    }
+                    Ok(httparse::Status::Partial) if self.buf.len() > MAX_CHUNK_LINE => {
+                        return Err(bad_chunk("chunk-size line too long"));
+                    }
+                    Ok(httparse::Status::Partial) => break,
+                    Err(_) => return Err(bad_chunk("invalid chunk size")),
+                },
+                Chunk::Data(left) => {
+                    if self.buf.is_empty() {
+                        break;
+                    }
+                    let take = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let piece = self.buf.split_to(take);
+                    if out.is_empty() {
+                        out = piece;
+                    } else {
+                        out.extend_from_slice(&piece);
+                    }
+                    match left - take as u64 {
+                        0 => Chunk::DataEnd,
+                        left => Chunk::Data(left),
+                    }
+                }
+                Chunk::DataEnd => {
+                    if self.buf.len() < 2 {
+                        break;
+                    }
+                    if &self.buf[..2] != b"\r\n" {
+                        return Err(bad_chunk("chunk data not followed by CRLF"));
+                    }
+                    self.buf.advance(2);
+                    Chunk::Size
+                }
+                Chunk::Trailers(seen) => match memchr::memmem::find(&self.buf, b"\r\n") {
+                    Some(0) => {
+                        self.buf.advance(2);
+                        self.body = Framing::Done;
+                        break;
+                    }
+                    Some(line) if seen + line <= MAX_HEAD_BYTES => {
+                        self.buf.advance(line + 2);
+                        Chunk::Trailers(seen + line + 2)
+                    }
+                    None if seen + self.buf.len() <= MAX_HEAD_BYTES => break,
+                    _ => return Err(bad_chunk("trailer section too large")),
+                },
+            };
+            self.body = Framing::Chunked(next);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The connection, when its response was read to the end and it may carry another request.
+    pub fn into_reusable(self) -> Option<Stream> {
+        (self.keepalive && self.body == Framing::Done && self.buf.is_empty()).then_some(self.stream)
+    }
+
+    /// One read of the socket into the buffer, within the read timeout; 0 when the upstream closed.
+    async fn fill(&mut self) -> Result<usize> {
+        self.buf.reserve(READ_SIZE);
+        let read = self.stream.read_buf(&mut self.buf);
+        let read = match self.read_timeout {
+            Some(limit) => timeout(limit, read).await.map_err(|_| {
+                Error::explain(ErrorType::ReadTimedout, "waiting for the upstream response").into_up()
+            })?,
+            None => read.await,
+        };
+        read.map_err(|e| Error::because(ErrorType::ReadError, "reading the upstream response", e).into_up())
+    }
+}
+
+/// A complete response head and how many bytes it took.
+struct Head {
+    header: ResponseHeader,
+    length: usize,
+}
+
+/// Parses a response head at the start of `buf`; `None` while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("invalid upstream response head: {e}"),
+            )
+            .into_up())
+        }
+    };
+    let invalid = |what: &'static str| Error::explain(ErrorType::InvalidHTTPHeader, what).into_up();
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| invalid("invalid upstream status code"))?;
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| invalid("invalid upstream header name"))?;
+        let value =
+            HeaderValue::from_bytes(field.value).map_err(|_| invalid("invalid upstream header value"))?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    parts.headers = headers;
+    let mut header = ResponseHeader::from(parts);
+    header.set_reason_phrase(response.reason)?;
+    Ok(Some(Head { header, length }))
+}
+
+/// True when a comma-separated header (e.g. `Connection`) lists `token`.
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// True when the last transfer coding named is `chunked`.
+fn final_coding_is_chunked(headers: &HeaderMap) -> bool {
+    let last_value = headers.get_all(header::TRANSFER_ENCODING).iter().next_back();
+    last_value
+        .and_then(|value| value.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The response's `Content-Length`: `None` when absent; an error when a value is not a number or
+/// two values differ (a list of equal values is one length, as RFC 9110 §8.6 allows).
+fn content_length(headers: &HeaderMap) -> std::result::Result<Option<u64>, ()> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let parsed: u64 = std::str::from_utf8(item).map_err(|_| ())?.parse().map_err(|_| ())?;
+            if length.is_some_and(|seen| seen != parsed) {
+                return Err(());
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length)
+}
+
+fn closed_inside_body() -> Box<Error> {
+    Error::explain(ErrorType::ConnectionClosed, "upstream closed the connection inside the response body")
+        .into_up()
+}
+
+fn bad_chunk(what: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::H1Error, what).into_up()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
+
+    /// What reading `pieces` (sent one after another, as separate writes) as the answer to a
+    /// `method` request gave: the head, the body, and whether the connection could be reused.
+    struct Read {
+        head: Result<ResponseHeader>,
+        body: Result<Vec<u8>>,
+        reusable: bool,
+    }
+
+    async fn read(method: Method, pieces: &[&[u8]], then_close: bool) -> Read {
+        let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for piece in pieces {
+                theirs.write_all(&piece).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if !then_close {
+                // Keep the connection open until the reader is done.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let mut upstream = UpstreamResponse::new(
+            Box::new(pingora::protocols::l4::stream::Stream::from(ours)),
+            Some(Duration::from_millis(200)),
+        );
+        let head = upstream.read_head(&method).await;
+        let mut body = Ok(Vec::new());
+        if head.is_ok() {
+            let mut whole = Vec::new();
+            body = loop {
+                match upstream.read_body().await {
+                    Ok(Some(piece)) => whole.extend_from_slice(&piece),
+                    Ok(None) => break Ok(whole),
+                    Err(e) => break Err(e),
+                }
+            };
+        }
+        let reusable = upstream.into_reusable().is_some();
+        writer.abort();
+        Read { head, body, reusable }
+    }
+
+    fn error_type<T>(result: &Result<T>) -> Option<ErrorType> {
+        result.as_ref().err().map(|e| e.etype().clone())
+    }
+
+    #[tokio::test]
+    async fn a_length_delimited_body_arriving_in_pieces_is_read_whole_and_the_connection_reused() {
+        let got = read(
+            Method::POST,
+            &[
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCont",
+                b"ent-Length: 11\r\n\r\n{\"a\":",
+                b"\"bcd\"}",
+            ],
+            false,
+        )
+        .await;
+        let head = got.head.expect("head");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers["content-type"], "application/json");
+        assert_eq!(got.body.expect("body"), b"{\"a\":\"bcd\"}");
+        assert!(got.reusable);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_decoded_across_reads_with_extensions_and_trailers() {
+        let got = read(
+            Method::POST,
+            &[
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=x\r\nhel",
+                b"lo\r\n1",
+                b"\r\n \r\n6\r\nworld!\r",
+                b"\n0\r\nX-Checksum: 1\r\n\r\n",
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(got.head.expect("head").headers["transfer-encoding"], "chunked");
+        assert_eq!(got.body.expect("body"), b"hello world!");
+        assert!(got.reusable);
+    }
+
+    #[tokio::test]
+    async fn informational_responses_are_skipped_and_an_unasked_upgrade_refused() {
+        let got =
+            read(Method::POST, &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"], false)
+                .await;
+        assert_eq!(got.head.expect("head").status, 204);
+        assert!(got.reusable);
+
+        let got =
+            read(Method::GET, &[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"], false)
+                .await;
+        assert_eq!(error_type(&got.head), Some(ErrorType::InvalidHTTPHeader));
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_answers_have_no_body_whatever_their_length_says() {
+        for (method, raw) in [
+            (Method::HEAD, &b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"[..]),
+            (Method::GET, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"),
+            (Method::POST, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ] {
+            let got = read(method, &[raw], false).await;
+            assert!(got.head.is_ok());
+            assert_eq!(got.body.expect("body"), b"");
+            assert!(got.reusable);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_runs_to_the_close_and_the_connection_is_not_reused() {
+        let got = read(Method::GET, &[b"HTTP/1.1 200 OK\r\n\r\nevent: a\n\n", b"event: b\n\n"], true).await;
+        assert_eq!(got.body.expect("body"), b"event: a\n\nevent: b\n\n");
+        assert!(!got.reusable);
+    }
+
+    #[tokio::test]
+    async fn conflicting_or_malformed_lengths_are_refused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\nhello",
+        ] {
+            let got = read(Method::POST, &[raw], false).await;
+            assert_eq!(error_type(&got.head), Some(ErrorType::InvalidHTTPHeader), "{}", raw.escape_ascii());
+        }
+        // The same length twice is one length.
+        let got = read(Method::POST, &[b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello"], false).await;
+        assert_eq!(got.body.expect("body"), b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_length_next_to_a_transfer_coding_is_dropped_and_the_connection_not_reused() {
+        let got = read(
+            Method::POST,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+            false,
+        )
+        .await;
+        assert!(!got.head.expect("head").headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(got.body.expect("body"), b"ok");
+        assert!(!got.reusable);
+    }
+
+    #[tokio::test]
+    async fn an_http10_answer_is_reused_only_when_it_asks_to_be() {
+        let plain = read(Method::POST, &[b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"], false).await;
+        assert!(!plain.reusable);
+        let asked = read(
+            Method::POST,
+            &[b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok"],
+            false,
+        )
+        .await;
+        assert!(asked.reusable);
+        let closing = read(
+            Method::POST,
+            &[b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"],
+            false,
+        )
+        .await;
+        assert!(!closing.reusable);
+    }
+
+    #[tokio::test]
+    async fn a_close_before_any_byte_reads_as_closed_but_inside_the_head_or_body_as_broken() {
+        let got = read(Method::POST, &[], true).await;
+        assert_eq!(error_type(&got.head), Some(ErrorType::ConnectionClosed));
+
+        let got = read(Method::POST, &[b"HTTP/1.1 200 OK\r\nContent-Le"], true).await;
+        assert_eq!(error_type(&got.head), Some(ErrorType::InvalidHTTPHeader));
+
+        let got = read(Method::POST, &[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"], true).await;
+        assert_eq!(error_type(&got.body), Some(ErrorType::ConnectionClosed));
+        assert!(!got.reusable);
+    }
+
+    #[tokio::test]
+    async fn bad_chunk_framing_is_an_error() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n",
+        ] {
+            let got = read(Method::POST, &[raw], false).await;
+            assert_eq!(error_type(&got.body), Some(ErrorType::H1Error), "{}", raw.escape_ascii());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_is_a_read_timeout() {
+        let got = read(Method::POST, &[b"HTTP/1.1 200 OK\r\n"], false).await;
+        assert_eq!(error_type(&got.head), Some(ErrorType::ReadTimedout));
+    }
+}
