@@ -8,7 +8,7 @@
 //! ([`HeaderPolicy::copy_forwardable`]) rather than cut down from a copy of the client's.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 use pingora::http::RequestHeader;
 
 use crate::config::DEFAULT_USER_HEADER;
@@ -56,11 +56,7 @@ impl HeaderPolicy {
     /// named by `Connection`, not `Host` or `Transfer-Encoding` (the upstream request gets its own),
     /// and not stripped by this policy. One pass over the client's headers; nothing is removed
     /// afterwards.
-    pub fn copy_forwardable(
-        &self,
-        inbound: &RequestHeader,
-        upstream: &mut RequestHeader,
-    ) -> pingora::Result<()> {
+    pub fn copy_forwardable(&self, inbound: &RequestHeader, upstream: &mut HeaderMap) {
         let connection = inbound.headers.get_all(http::header::CONNECTION);
         let has_connection = connection.iter().next().is_some();
         for (name, value) in &inbound.headers {
@@ -69,10 +65,9 @@ impl HeaderPolicy {
                 || (has_connection && nominated(&connection, name))
                 || self.strips(name);
             if !stays {
-                upstream.append_header(name.clone(), value.clone())?;
+                upstream.append(name.clone(), value.clone());
             }
         }
-        Ok(())
     }
 
     /// True when the policy keeps `name` from leaving.
@@ -112,9 +107,9 @@ mod tests {
         for (k, v) in headers {
             req.append_header(k.to_string(), *v).unwrap();
         }
-        let mut upstream = RequestHeader::build_no_case("POST", b"/mcp", None).unwrap();
-        policy.copy_forwardable(&req, &mut upstream).unwrap();
-        let mut left: Vec<String> = upstream.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        let mut upstream = HeaderMap::new();
+        policy.copy_forwardable(&req, &mut upstream);
+        let mut left: Vec<String> = upstream.keys().map(|k| k.as_str().to_owned()).collect();
         left.sort_unstable();
         left
     }

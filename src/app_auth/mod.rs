@@ -8,7 +8,7 @@ mod token_client;
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
@@ -126,23 +126,22 @@ pub struct Resolved {
 impl Resolved {
     /// Puts the credentials on the upstream request (after the header policy stripped the
     /// inbound ones). `inbound` is the client's original request.
-    pub fn apply(&self, inbound: &RequestHeader, upstream: &mut RequestHeader) -> pingora::Result<()> {
+    pub fn apply(&self, inbound: &RequestHeader, upstream: &mut HeaderMap) {
         if self.forward_caller_authorization {
             if let Some(value) = inbound.headers.get(http::header::AUTHORIZATION) {
-                upstream.insert_header(http::header::AUTHORIZATION, value.clone())?;
+                upstream.insert(http::header::AUTHORIZATION, value.clone());
             }
         }
         if self.one_time {
             if let Some(value) = inbound.headers.get(ONE_TIME_HEADER) {
                 let mut value = value.clone();
                 value.set_sensitive(true);
-                upstream.insert_header(http::header::AUTHORIZATION, value)?;
+                upstream.insert(http::header::AUTHORIZATION, value);
             }
         }
         for (name, value) in &self.headers {
-            upstream.insert_header(name.clone(), value.clone())?;
+            upstream.insert(name.clone(), value.clone());
         }
-        Ok(())
     }
 }
 

@@ -215,8 +215,9 @@ impl GatewayApp {
                     return Err(e.into_up());
                 }
             };
-            // The phase builds the upstream request from the client's; this is only its slot.
-            let mut request = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))?;
+            // The phase builds the upstream request from the client's; this is only its slot
+            // (an empty one costs no allocation).
+            let mut request = RequestHeader::from(http::Request::new(()).into_parts().0);
             self.gateway.upstream_request_filter(session, &mut request, ctx).await?;
             frame_request(&mut request, session, body.as_ref())?;
 

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use http::HeaderMap;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
@@ -69,20 +70,23 @@ pub fn prepare_request(
     let server = ctx
         .server()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream request without a route"))?;
-    let mut fresh =
-        RequestHeader::build_no_case(inbound.method.clone(), b"/", Some(inbound.headers.len() + 4))?;
-    fresh.set_uri(ctx.target.clone().unwrap_or_else(|| inbound.uri.clone()));
+    // Straight into a plain header map: no case map to keep, no conversions per header.
+    let mut headers = HeaderMap::with_capacity(inbound.headers.len() + 4);
     if let Some(upstream) = &ctx.upstream {
-        fresh.insert_header(http::header::HOST, upstream.host_header.clone())?;
+        headers.insert(http::header::HOST, upstream.host_header.clone());
     }
-    server.headers.copy_forwardable(inbound, &mut fresh)?;
+    server.headers.copy_forwardable(inbound, &mut headers);
     if let Some(credentials) = &ctx.credentials {
-        credentials.apply(inbound, &mut fresh)?;
+        credentials.apply(inbound, &mut headers);
     }
     if let Some(original) = &ctx.session_original {
-        fresh.insert_header(MCP_SESSION_ID, original.clone())?;
+        headers.insert(http::HeaderName::from_static(MCP_SESSION_ID), original.clone());
     }
-    *request = fresh;
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = inbound.method.clone();
+    parts.uri = ctx.target.clone().unwrap_or_else(|| inbound.uri.clone());
+    parts.headers = headers;
+    *request = RequestHeader::from(parts);
     ctx.upstream_sent_at = Some(Instant::now());
     Ok(())
 }
