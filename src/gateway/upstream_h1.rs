@@ -26,6 +26,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Room given to each read of the upstream socket.
 const READ_SIZE: usize = 16 * 1024;
+/// Most informational (1xx) responses skipped before the final one.
+const MAX_INFORMATIONAL: usize = 16;
 
 /// How the rest of the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,7 @@ impl UpstreamResponse {
     /// the gateway never forwards an upgrade) and sets up the body's framing. A response to
     /// `HEAD`, a `204` and a `304` have no body.
     pub async fn read_head(&mut self, request_method: &Method) -> Result<ResponseHeader> {
+        let mut informational = 0;
         loop {
             match parse_head(&self.buf)? {
                 Some(head) => {
@@ -84,6 +87,14 @@ impl UpstreamResponse {
                             .into_up());
                     }
                     if status.is_informational() {
+                        informational += 1;
+                        if informational > MAX_INFORMATIONAL {
+                            return Err(Error::explain(
+                                ErrorType::InvalidHTTPHeader,
+                                "too many informational responses from the upstream",
+                            )
+                            .into_up());
+                        }
                         continue;
                     }
                     return self.frame(head.header, request_method);
@@ -472,12 +483,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn informational_responses_are_skipped_and_an_unasked_upgrade_refused() {
+    async fn informational_responses_are_skipped_up_to_a_limit_and_an_unasked_upgrade_refused() {
         let got =
             read(Method::POST, &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"], false)
                 .await;
         assert_eq!(got.head.expect("head").status, 204);
         assert!(got.reusable);
+
+        let endless: Vec<u8> = b"HTTP/1.1 102 Processing\r\n\r\n".repeat(MAX_INFORMATIONAL + 1);
+        let got =
+            read(Method::POST, &[&endless, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], false).await;
+        assert_eq!(error_type(&got.head), Some(ErrorType::InvalidHTTPHeader));
 
         let got =
             read(Method::GET, &[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"], false)
