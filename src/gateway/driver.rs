@@ -17,6 +17,11 @@
 //! - watches the downstream while the response streams, so a client that goes away ends the
 //!   upstream stream too.
 //!
+//! The client side is Pingora's HTTP/1 server session (its parser meets the hostile input); the
+//! upstream side is the gateway's own: the request is written from the header the phase built,
+//! and the response read by `upstream_h1.rs` (httparse and RFC 9112 framing), which costs a
+//! fraction of Pingora's client session.
+//!
 //! HTTP/2 connections (TLS listeners offer h2 by ALPN) go to pingora-proxy's `HttpProxy` with the
 //! same gateway; both paths run the same phase code.
 

@@ -1,6 +1,7 @@
 //! The Pingora `ProxyHttp` implementation. Each phase lives in its own file and stays thin:
 //! it reads the request context and calls the modules that do the work. `driver.rs` runs the
-//! phases for HTTP/1 connections (pingora-proxy's `HttpProxy` runs them for HTTP/2).
+//! phases for HTTP/1 connections, with `upstream_h1.rs` reading the upstream's responses
+//! (pingora-proxy's `HttpProxy` runs them for HTTP/2).
 //!
 //! ```text
 //! request_filter           request.rs   snapshot the registry, own endpoints (local.rs), refuse bad
