@@ -161,7 +161,8 @@ fn credentials(c: &mut Criterion) {
     let params = vec![("scope".to_owned(), "repo".to_owned())];
     let key = source_key("client_credentials", &endpoint, &params);
     let name: Arc<str> = "bench/app_auth".into();
-    rt.block_on(cache.get(key, &name, settings, || async {
+    let lookups = portcullis::tokens::SourceMetrics::new(name.clone());
+    rt.block_on(cache.get(key, &lookups, settings, || async {
         Ok(TokenResponse {
             access_token: Secret::new("service-token".into()),
             token_type: Some("Bearer".into()),
@@ -172,6 +173,7 @@ fn credentials(c: &mut Criterion) {
     .unwrap();
     let outbound = Outbound {
         app_auth: Some(AppAuth::ClientCredentials(ClientCredentials {
+            lookups,
             name,
             key,
             endpoint: Arc::new(endpoint),

@@ -16,6 +16,7 @@ use moka::future::Cache;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
+use prometheus::IntCounter;
 
 /// A token as a token endpoint returned it.
 #[derive(Debug, Clone)]
@@ -124,11 +125,11 @@ impl TokenCache {
     }
 
     /// The token under `key`, fetching it with `fetch` on a miss (one fetch for all concurrent
-    /// callers). `source` names the credential in metrics.
+    /// callers). `source` names the credential and counts its lookups.
     pub async fn get<F, Fut>(
         &'static self,
         key: [u8; 32],
-        source: &Arc<str>,
+        source: &SourceMetrics,
         settings: TokenCacheSettings,
         fetch: F,
     ) -> Result<Arc<CachedToken>, TokenError>
@@ -136,22 +137,21 @@ impl TokenCache {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<TokenResponse, TokenError>> + Send + 'static,
     {
-        let metrics = Metrics::global();
         if let Some(hit) = self.tokens.get(&key).await {
-            metrics.token_cache.with_label_values(&[source, "hit"]).inc();
+            source.hit.inc();
             if Instant::now() >= hit.refresh_after && !hit.refreshing.swap(true, Ordering::AcqRel) {
-                self.refresh_in_background(key, source.clone(), settings, hit.clone(), fetch);
+                self.refresh_in_background(key, source.name.clone(), settings, hit.clone(), fetch);
             }
             return Ok(hit);
         }
         if let Some((at, error)) = self.failures.get(&key) {
             if at.elapsed() < settings.failure_backoff {
-                metrics.token_cache.with_label_values(&[source, "failing"]).inc();
+                source.failing.inc();
                 return Err(error);
             }
         }
-        metrics.token_cache.with_label_values(&[source, "miss"]).inc();
-        let source_for_fetch = source.clone();
+        source.miss.inc();
+        let source_for_fetch = source.name.clone();
         let result = self
             .tokens
             .try_get_with(key, async move {
@@ -199,6 +199,30 @@ impl TokenCache {
     /// Drops a token (the upstream refused it).
     pub async fn invalidate(&self, key: &[u8; 32]) {
         self.tokens.invalidate(key).await;
+    }
+}
+
+/// A credential source's name and its token-cache lookup counters, resolved once when the
+/// config compiles: a lookup on the request path neither hashes labels nor takes the metric
+/// family's lock.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    name: Arc<str>,
+    hit: IntCounter,
+    miss: IntCounter,
+    failing: IntCounter,
+}
+
+impl SourceMetrics {
+    /// The counters of the source called `name` (`<server>/app_auth` or `<server>/<header>`).
+    pub fn new(name: Arc<str>) -> Self {
+        let lookups = &Metrics::global().token_cache;
+        Self {
+            hit: lookups.with_label_values(&[&*name, "hit"]),
+            miss: lookups.with_label_values(&[&*name, "miss"]),
+            failing: lookups.with_label_values(&[&*name, "failing"]),
+            name,
+        }
     }
 }
 
@@ -266,7 +290,7 @@ mod tests {
     async fn concurrent_misses_share_one_fetch_and_failures_fail_fast() {
         let cache: &'static TokenCache = Box::leak(Box::new(TokenCache::new(100)));
         let calls = Arc::new(AtomicUsize::new(0));
-        let source: Arc<str> = "test".into();
+        let source = SourceMetrics::new("test".into());
         let tasks = (0..50).map(|_| {
             let calls = calls.clone();
             let source = source.clone();

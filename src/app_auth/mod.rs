@@ -16,12 +16,14 @@ pub use token_client::TokenEndpoint;
 
 use crate::config::ONE_TIME_HEADER;
 use crate::identity::Identity;
-use crate::tokens::{TokenCache, TokenCacheSettings, TokenError};
+use crate::tokens::{SourceMetrics, TokenCache, TokenCacheSettings, TokenError};
 
 /// A token fetched with client credentials.
 pub struct ClientCredentials {
     /// Name in metrics and errors (`<server>/app_auth` or `<server>/<header>`).
     pub name: Arc<str>,
+    /// The token cache's counters for this source.
+    pub lookups: SourceMetrics,
     /// Cache key: a digest of everything that defines the token.
     pub key: [u8; 32],
     /// The endpoint and client.
@@ -34,6 +36,8 @@ pub struct ClientCredentials {
 pub struct TokenExchange {
     /// Name in metrics and errors.
     pub name: Arc<str>,
+    /// The token cache's counters for this source.
+    pub lookups: SourceMetrics,
     /// Digest of the exchange settings; combined with the caller's token digest per request.
     pub key: [u8; 32],
     /// The endpoint and client.
@@ -261,7 +265,7 @@ async fn client_credentials(
     let endpoint = source.endpoint.clone();
     let params = source.params.clone();
     let token = cache
-        .get(source.key, &source.name, settings, move || {
+        .get(source.key, &source.lookups, settings, move || {
             let endpoint = endpoint.clone();
             let params = params.clone();
             async move {
@@ -299,7 +303,7 @@ async fn exchanged(
     let subject_type = exchange.subject_token_type.clone();
     let requested = exchange.requested_token_type.clone();
     let token = cache
-        .get(key, &exchange.name, settings, move || {
+        .get(key, &exchange.lookups, settings, move || {
             let (endpoint, params, subject, subject_type, requested) =
                 (endpoint.clone(), params.clone(), subject.clone(), subject_type.clone(), requested.clone());
             async move {

@@ -16,6 +16,7 @@ use crate::config::{
     ApiKeyLocation, AppAuthConfig, ConfigError, OutboundSourceConfig, ServerConfig, TokenClientConfig,
     TokenExchangeConfig,
 };
+use crate::tokens::SourceMetrics;
 
 /// Headers an outbound setting may never set: framing, routing and hop-by-hop headers.
 const FORBIDDEN: [&str; 9] = [
@@ -305,7 +306,13 @@ fn client_credentials(
         params.push(("resource".to_owned(), resource.clone()));
     }
     let key = source_key("client_credentials", &endpoint, &params);
-    Some(ClientCredentials { name, key, endpoint: Arc::new(endpoint), params: Arc::new(params) })
+    Some(ClientCredentials {
+        lookups: SourceMetrics::new(name.clone()),
+        name,
+        key,
+        endpoint: Arc::new(endpoint),
+        params: Arc::new(params),
+    })
 }
 
 fn token_exchange(
@@ -342,6 +349,7 @@ fn token_exchange(
     keyed.push(("subject_token_type".to_owned(), c.subject_token_type.clone()));
     let key = source_key("token_exchange", &endpoint, &keyed);
     Some(TokenExchange {
+        lookups: SourceMetrics::new(name.clone()),
         name,
         key,
         endpoint: Arc::new(endpoint),
