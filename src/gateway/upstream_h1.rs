@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
-use pingora::prelude::timeout;
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncReadExt;
@@ -287,7 +286,7 @@ impl UpstreamResponse {
         self.buf.reserve(READ_SIZE);
         let read = self.stream.read_buf(&mut self.buf);
         let read = match self.read_timeout {
-            Some(limit) => timeout(limit, read).await.map_err(|_| {
+            Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
                 Error::explain(ErrorType::ReadTimedout, "waiting for the upstream response").into_up()
             })?,
             None => read.await,
