@@ -82,28 +82,19 @@ impl UpstreamResponse {
                     self.buf.advance(head.length);
                     let status = head.header.status;
                     if status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(Error::explain(ErrorType::InvalidHTTPHeader, "unrequested 101 response")
-                            .into_up());
+                        return Err(bad_head("unrequested 101 response"));
                     }
                     if status.is_informational() {
                         informational += 1;
                         if informational > MAX_INFORMATIONAL {
-                            return Err(Error::explain(
-                                ErrorType::InvalidHTTPHeader,
-                                "too many informational responses from the upstream",
-                            )
-                            .into_up());
+                            return Err(bad_head("too many informational responses from the upstream"));
                         }
                         continue;
                     }
                     return self.frame(head.header, request_method);
                 }
                 None if self.buf.len() > MAX_HEAD_BYTES => {
-                    return Err(Error::explain(
-                        ErrorType::InvalidHTTPHeader,
-                        "upstream response head too large",
-                    )
-                    .into_up());
+                    return Err(bad_head("upstream response head too large"));
                 }
                 None => {}
             }
@@ -113,13 +104,10 @@ impl UpstreamResponse {
                         ErrorType::ConnectionClosed,
                         "upstream closed the connection before answering",
                     )
+                    .into_up()
                 } else {
-                    Error::explain(
-                        ErrorType::InvalidHTTPHeader,
-                        "upstream closed the connection inside the response head",
-                    )
-                }
-                .into_up());
+                    bad_head("upstream closed the connection inside the response head")
+                });
             }
         }
     }
@@ -156,13 +144,7 @@ impl UpstreamResponse {
                     Framing::UntilClose
                 }
                 // RFC 9112 §6.3: a proxy answers 502 to a response whose framing is invalid.
-                Err(()) => {
-                    return Err(Error::explain(
-                        ErrorType::InvalidHTTPHeader,
-                        "invalid upstream Content-Length",
-                    )
-                    .into_up())
-                }
+                Err(()) => return Err(bad_head("invalid upstream Content-Length")),
             }
         };
         Ok(header)
@@ -183,10 +165,10 @@ impl UpstreamResponse {
                     if self.buf.is_empty() && self.fill().await? == 0 {
                         return Err(closed_inside_body());
                     }
-                    let take = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - take as u64;
+                    let piece = self.split_up_to(left);
+                    let left = left - piece.len() as u64;
                     self.body = if left == 0 { Framing::Done } else { Framing::Length(left) };
-                    return Ok(Some(self.buf.split_to(take).freeze()));
+                    return Ok(Some(piece.freeze()));
                 }
                 Framing::UntilClose => {
                     if self.buf.is_empty() && self.fill().await? == 0 {
@@ -235,14 +217,14 @@ impl UpstreamResponse {
                     if self.buf.is_empty() {
                         break;
                     }
-                    let take = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let piece = self.buf.split_to(take);
+                    let piece = self.split_up_to(left);
+                    let left = left - piece.len() as u64;
                     if out.is_empty() {
                         out = piece;
                     } else {
                         out.extend_from_slice(&piece);
                     }
-                    match left - take as u64 {
+                    match left {
                         0 => Chunk::DataEnd,
                         left => Chunk::Data(left),
                     }
@@ -274,6 +256,12 @@ impl UpstreamResponse {
             self.body = Framing::Chunked(next);
         }
         Ok(out.freeze())
+    }
+
+    /// Takes up to `left` buffered bytes off the front.
+    fn split_up_to(&mut self, left: u64) -> BytesMut {
+        let take = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.buf.split_to(take)
     }
 
     /// The connection, when its response was read to the end and it may carry another request.
@@ -315,25 +303,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
     ) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => {
-            return Err(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                format!("invalid upstream response head: {e}"),
-            )
-            .into_up())
-        }
+        Err(e) => return Err(bad_head(format!("invalid upstream response head: {e}"))),
     };
-    let invalid = |what: &'static str| Error::explain(ErrorType::InvalidHTTPHeader, what).into_up();
     let status = response
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
-        .ok_or_else(|| invalid("invalid upstream status code"))?;
+        .ok_or_else(|| bad_head("invalid upstream status code"))?;
     let mut headers = HeaderMap::with_capacity(response.headers.len());
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| invalid("invalid upstream header name"))?;
+            .map_err(|_| bad_head("invalid upstream header name"))?;
         let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| invalid("invalid upstream header value"))?;
+            HeaderValue::from_bytes(field.value).map_err(|_| bad_head("invalid upstream header value"))?;
         headers.append(name, value);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
@@ -386,6 +367,10 @@ fn content_length(headers: &HeaderMap) -> std::result::Result<Option<u64>, ()> {
 fn closed_inside_body() -> Box<Error> {
     Error::explain(ErrorType::ConnectionClosed, "upstream closed the connection inside the response body")
         .into_up()
+}
+
+fn bad_head(what: impl Into<pingora::ImmutStr>) -> Box<Error> {
+    Error::explain(ErrorType::InvalidHTTPHeader, what).into_up()
 }
 
 fn bad_chunk(what: &'static str) -> Box<Error> {
