@@ -16,6 +16,7 @@
 mod context;
 mod driver;
 mod errors;
+mod h1_framing;
 mod idle_pool;
 mod local;
 mod logging;

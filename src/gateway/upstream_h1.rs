@@ -17,42 +17,16 @@ use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncReadExt;
 
+use super::h1_framing::{content_length, final_coding_is_chunked, has_token, Framing};
+
 /// Most header lines accepted in one response head (Pingora's limit too).
 const MAX_HEADERS: usize = 256;
-/// Largest response head accepted, and largest trailer section.
+/// Largest response head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Longest chunk-size line accepted (the size and any chunk extensions).
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Room given to each read of the upstream socket.
 const READ_SIZE: usize = 16 * 1024;
 /// Most informational (1xx) responses skipped before the final one.
 const MAX_INFORMATIONAL: usize = 16;
-
-/// How the rest of the response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// Exactly this many bytes remain.
-    Length(u64),
-    /// The chunked transfer coding, in this decoding state.
-    Chunked(Chunk),
-    /// The body ends when the upstream closes the connection.
-    UntilClose,
-    /// The body has been read to its end.
-    Done,
-}
-
-/// Where a chunked body's decoder stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, with this many bytes of it left.
-    Data(u64),
-    /// Expecting the CRLF that ends a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines (not forwarded), this many bytes so far.
-    Trailers(usize),
-}
 
 /// One upstream connection while it answers one request.
 pub struct UpstreamResponse {
@@ -130,15 +104,14 @@ impl UpstreamResponse {
                 header.remove_header(&header::CONTENT_LENGTH);
             }
             if final_coding_is_chunked(&header.headers) {
-                Framing::Chunked(Chunk::Size)
+                Framing::chunked()
             } else {
                 self.keepalive = false;
                 Framing::UntilClose
             }
         } else {
             match content_length(headers) {
-                Ok(Some(0)) => Framing::Done,
-                Ok(Some(length)) => Framing::Length(length),
+                Ok(Some(length)) => Framing::length(length),
                 Ok(None) => {
                     self.keepalive = false;
                     Framing::UntilClose
@@ -159,109 +132,21 @@ impl UpstreamResponse {
     /// `None` at the end of the body.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
-            match self.body {
-                Framing::Done => return Ok(None),
-                Framing::Length(left) => {
-                    if self.buf.is_empty() && self.fill().await? == 0 {
-                        return Err(closed_inside_body());
-                    }
-                    let piece = self.split_up_to(left);
-                    let left = left - piece.len() as u64;
-                    self.body = if left == 0 { Framing::Done } else { Framing::Length(left) };
-                    return Ok(Some(piece.freeze()));
+            let piece = self.body.take(&mut self.buf).map_err(bad_chunk)?;
+            if !piece.is_empty() {
+                return Ok(Some(piece.freeze()));
+            }
+            if self.body.is_done() {
+                return Ok(None);
+            }
+            if self.fill().await? == 0 {
+                if self.body == Framing::UntilClose {
+                    self.body = Framing::Done;
+                    return Ok(None);
                 }
-                Framing::UntilClose => {
-                    if self.buf.is_empty() && self.fill().await? == 0 {
-                        self.body = Framing::Done;
-                        return Ok(None);
-                    }
-                    return Ok(Some(self.buf.split().freeze()));
-                }
-                Framing::Chunked(_) => {
-                    let decoded = self.decode_chunks()?;
-                    if !decoded.is_empty() {
-                        return Ok(Some(decoded));
-                    }
-                    if self.body == Framing::Done {
-                        return Ok(None);
-                    }
-                    if self.fill().await? == 0 {
-                        return Err(closed_inside_body());
-                    }
-                }
+                return Err(closed_inside_body());
             }
         }
-    }
-
-    /// Decodes as much of the chunked body as the buffer holds.
-    fn decode_chunks(&mut self) -> Result<Bytes> {
-        let mut out = BytesMut::new();
-        while let Framing::Chunked(state) = self.body {
-            let next = match state {
-                Chunk::Size => match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        self.buf.advance(used);
-                        if size == 0 {
-                            Chunk::Trailers(0)
-                        } else {
-                            Chunk::Data(size)
-                        }
-                    }
-                    Ok(httparse::Status::Partial) if self.buf.len() > MAX_CHUNK_LINE => {
-                        return Err(bad_chunk("chunk-size line too long"));
-                    }
-                    Ok(httparse::Status::Partial) => break,
-                    Err(_) => return Err(bad_chunk("invalid chunk size")),
-                },
-                Chunk::Data(left) => {
-                    if self.buf.is_empty() {
-                        break;
-                    }
-                    let piece = self.split_up_to(left);
-                    let left = left - piece.len() as u64;
-                    if out.is_empty() {
-                        out = piece;
-                    } else {
-                        out.extend_from_slice(&piece);
-                    }
-                    match left {
-                        0 => Chunk::DataEnd,
-                        left => Chunk::Data(left),
-                    }
-                }
-                Chunk::DataEnd => {
-                    if self.buf.len() < 2 {
-                        break;
-                    }
-                    if &self.buf[..2] != b"\r\n" {
-                        return Err(bad_chunk("chunk data not followed by CRLF"));
-                    }
-                    self.buf.advance(2);
-                    Chunk::Size
-                }
-                Chunk::Trailers(seen) => match memchr::memmem::find(&self.buf, b"\r\n") {
-                    Some(0) => {
-                        self.buf.advance(2);
-                        self.body = Framing::Done;
-                        break;
-                    }
-                    Some(line) if seen + line <= MAX_HEAD_BYTES => {
-                        self.buf.advance(line + 2);
-                        Chunk::Trailers(seen + line + 2)
-                    }
-                    None if seen + self.buf.len() <= MAX_HEAD_BYTES => break,
-                    _ => return Err(bad_chunk("trailer section too large")),
-                },
-            };
-            self.body = Framing::Chunked(next);
-        }
-        Ok(out.freeze())
-    }
-
-    /// Takes up to `left` buffered bytes off the front.
-    fn split_up_to(&mut self, left: u64) -> BytesMut {
-        let take = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        self.buf.split_to(take)
     }
 
     /// The connection, when its response was read to the end and it may carry another request.
@@ -324,44 +209,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
     let mut header = ResponseHeader::from(parts);
     header.set_reason_phrase(response.reason)?;
     Ok(Some(Head { header, length }))
-}
-
-/// True when a comma-separated header (e.g. `Connection`) lists `token`.
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-/// True when the last transfer coding named is `chunked`.
-fn final_coding_is_chunked(headers: &HeaderMap) -> bool {
-    let last_value = headers.get_all(header::TRANSFER_ENCODING).iter().next_back();
-    last_value
-        .and_then(|value| value.as_bytes().rsplit(|&b| b == b',').next())
-        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The response's `Content-Length`: `None` when absent; an error when a value is not a number or
-/// two values differ (a list of equal values is one length, as RFC 9110 §8.6 allows).
-fn content_length(headers: &HeaderMap) -> std::result::Result<Option<u64>, ()> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let parsed: u64 = std::str::from_utf8(item).map_err(|_| ())?.parse().map_err(|_| ())?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(());
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(length)
 }
 
 fn closed_inside_body() -> Box<Error> {
