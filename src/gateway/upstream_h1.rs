@@ -14,6 +14,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
+use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncReadExt;
 
@@ -155,11 +156,15 @@ impl UpstreamResponse {
     }
 
     /// One read of the socket into the buffer, within the read timeout; 0 when the upstream closed.
+    ///
+    /// The timeout is Pingora's fast timeout (a shared clock thread), not Tokio's: registering a
+    /// Tokio timer often wakes the runtime through its eventfd, a `write` system call per request
+    /// (perf-notes, round 5).
     async fn fill(&mut self) -> Result<usize> {
         self.buf.reserve(READ_SIZE);
         let read = self.stream.read_buf(&mut self.buf);
         let read = match self.read_timeout {
-            Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
+            Some(limit) => fast_timeout(limit, read).await.map_err(|_| {
                 Error::explain(ErrorType::ReadTimedout, "waiting for the upstream response").into_up()
             })?,
             None => read.await,
