@@ -17,30 +17,36 @@
 //! - watches the downstream while the response streams, so a client that goes away ends the
 //!   upstream stream too.
 //!
-//! The client side is Pingora's HTTP/1 server session (its parser meets the hostile input); the
-//! upstream side is the gateway's own: the request is written from the header the phase built,
-//! and the response read by `upstream_h1.rs` (httparse and RFC 9112 framing), which costs a
-//! fraction of Pingora's client session.
+//! Both sides of the wire are the gateway's own, each a fraction of the cost of Pingora's
+//! session: the client side is `downstream_h1.rs` (httparse, RFC 9112 framing and its smuggling
+//! rules, responses serialized into one write), seen by the phases through Pingora's `Session`
+//! as a custom HTTP session; the upstream request is written from the header the phase built,
+//! and the response read by `upstream_h1.rs`.
 //!
 //! HTTP/2 connections (TLS listeners offer h2 by ALPN) go to pingora-proxy's `HttpProxy` with the
 //! same gateway; both paths run the same phase code.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::apps::{HttpPersistentSettings, ReusedHttpStream, ServerApp};
+use pingora::apps::ServerApp;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
+use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, OkOrErr, Result};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 
+use super::downstream_h1::{ClientConnection, ClientRequest};
 use super::idle_pool::IdlePool;
 use super::upstream_h1::UpstreamResponse;
 use super::{Gateway, RequestCtx};
@@ -49,9 +55,9 @@ use super::{Gateway, RequestCtx};
 /// request is written (MCP messages are small); larger or chunked bodies are streamed.
 pub const BUFFERED_BODY_LIMIT: usize = 64 * 1024;
 
-/// How long a downstream connection may sit idle between requests, in seconds (Pingora's
-/// default for HTTP/1 keep-alive).
-const KEEPALIVE_SECONDS: u64 = 60;
+/// How long a downstream connection may sit idle between requests, and how long a request head
+/// may take to arrive (Pingora's HTTP/1 keep-alive default).
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The Pingora application serving the gateway's listeners.
 pub struct GatewayApp {
@@ -81,18 +87,37 @@ impl ServerApp for GatewayApp {
             return ServerApp::process_new(&self.h2, stream, shutdown).await;
         }
         let mut shutdown = shutdown.clone();
-        let mut next: Option<Reusable> = Some((stream, None));
-        while let Some((stream, settings)) = next.take() {
-            let mut session = Session::new_h1(stream);
-            match settings {
-                Some(settings) => settings.apply_to_session(session.as_downstream_mut()),
-                None => session.as_downstream_mut().set_keepalive(Some(KEEPALIVE_SECONDS)),
+        let mut next = Some(ClientConnection::new(stream));
+        while let Some(mut conn) = next.take() {
+            let read = tokio::select! {
+                biased;
+                read = conn.read_head(KEEPALIVE) => read,
+                // An idle kept-alive connection is closed when the process starts to stop.
+                _ = shutdown.changed() => return None,
+            };
+            let head = match read {
+                Ok(Some(head)) => head,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::debug!("unreadable request: {e}");
+                    if e.etype() == &ErrorType::InvalidHTTPHeader {
+                        conn.refuse(400).await;
+                    }
+                    return None;
+                }
+            };
+            if head.header().method == http::Method::CONNECT {
+                conn.refuse(405).await;
+                return None;
             }
-            if *shutdown.borrow() {
-                // Answer what is in flight, then close: the process is stopping.
-                session.as_downstream_mut().set_keepalive(None);
+            let (hand_back, mut handed_back) = oneshot::channel();
+            let mut request = ClientRequest::new(conn, head, hand_back);
+            if *shutdown.borrow() || crate::drain::is_draining() {
+                // Answer what is in flight, then close: the process is stopping or draining.
+                request.close_after_response();
             }
-            next = self.serve(session, &mut shutdown).await;
+            self.serve(proxy_session(request)).await;
+            next = handed_back.try_recv().ok();
         }
         None
     }
@@ -102,8 +127,14 @@ impl ServerApp for GatewayApp {
     }
 }
 
-/// What the next request on a kept-alive connection starts from.
-type Reusable = (Stream, Option<HttpPersistentSettings>);
+/// Pingora's proxy `Session` (what the phases take) around one client request. pingora-proxy
+/// builds a session only around an HTTP/1 stream, so it is given an empty one, replaced at once
+/// by the gateway's own HTTP/1 session.
+fn proxy_session(request: ClientRequest) -> Session {
+    let mut session = Session::new_h1(Box::new(std::io::Cursor::new(Vec::new())));
+    session.downstream_session = Box::new(ServerSession::new_custom(Box::new(request)));
+    session
+}
 
 /// A failed upstream exchange, and whether any response byte had arrived.
 struct Failure {
@@ -128,32 +159,9 @@ impl Failure {
 }
 
 impl GatewayApp {
-    /// Serves one request; returns the connection when it may carry another.
-    async fn serve(&self, mut session: Session, shutdown: &mut ShutdownWatch) -> Option<Reusable> {
-        let read = tokio::select! {
-            biased;
-            read = session.as_downstream_mut().read_request() => read,
-            // An idle kept-alive connection is closed when the process starts to stop.
-            _ = shutdown.changed() => return None,
-        };
-        match read {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::debug!("unreadable request: {e}");
-                if e.etype() == &ErrorType::InvalidHTTPHeader {
-                    let _ = session.as_downstream_mut().respond_error(400).await;
-                }
-                session.as_downstream_mut().shutdown().await;
-                return None;
-            }
-        }
-        if session.req_header().method == http::Method::CONNECT {
-            let _ = session.as_downstream_mut().respond_error(405).await;
-            session.as_downstream_mut().shutdown().await;
-            return None;
-        }
-
+    /// Serves one request. When the exchange completes cleanly (an error answered in full
+    /// counts), the client session hands its connection back for the next request.
+    async fn serve(&self, mut session: Session) {
         let mut ctx = self.gateway.new_ctx();
         let outcome = match self.gateway.request_filter(&mut session, &mut ctx).await {
             Ok(true) => Ok(()),
@@ -161,10 +169,7 @@ impl GatewayApp {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {
-                self.gateway.logging(&mut session, None, &mut ctx).await;
-                finish(session).await
-            }
+            Ok(()) => self.gateway.logging(&mut session, None, &mut ctx).await,
             Err(e) => {
                 let answered = self.gateway.fail_to_proxy(&mut session, &e, &mut ctx).await;
                 if answered.error_code != 0 {
@@ -175,9 +180,12 @@ impl GatewayApp {
                     );
                 }
                 self.gateway.logging(&mut session, Some(&e), &mut ctx).await;
-                // The connection's state is unknown after a failure: never reuse it.
-                None
             }
+        }
+        // The client session keeps the connection only when the request body was read and the
+        // response written to their ends; a response cut short by a failure closes it.
+        if let Err(e) = session.downstream_session.finish().await {
+            tracing::debug!("finishing the response: {e}");
         }
     }
 
@@ -386,9 +394,9 @@ async fn write_with_timeout(stream: &mut Stream, bytes: &[u8], peer: &HttpPeer) 
         stream.flush().await
     };
     let written = match peer.options.write_timeout {
-        Some(limit) => tokio::time::timeout(limit, write)
-            .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        Some(limit) => {
+            fast_timeout(limit, write).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        }
         None => write.await,
     };
     written.map_err(|e| {
@@ -478,11 +486,4 @@ fn release(pool: &IdlePool, upstream: UpstreamResponse, peer: &HttpPeer) {
     if let Some(stream) = upstream.into_reusable() {
         pool.put(stream, peer);
     }
-}
-
-/// Ends the request's exchange; the connection when the client may send another request.
-async fn finish(session: Session) -> Option<Reusable> {
-    let settings = HttpPersistentSettings::for_session(session.as_downstream());
-    let reusable = session.downstream_session.finish().await.ok().flatten()?;
-    Some(ReusedHttpStream::from_reusable_stream(reusable, settings).consume())
 }

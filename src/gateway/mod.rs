@@ -14,6 +14,7 @@
 //! ```
 
 mod context;
+mod downstream_h1;
 mod driver;
 mod errors;
 mod h1_framing;

@@ -21,9 +21,6 @@ use crate::tokens::TokenCache;
 
 /// Routes and authenticates the request; answers itself (returning `Ok(true)`) when it must.
 pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-    if crate::drain::is_draining() {
-        session.set_keepalive(None);
-    }
     let registry = gateway.registry.load_full();
     ctx.registry = Some(registry.clone());
     let path = session.req_header().uri.path();
