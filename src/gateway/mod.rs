@@ -58,6 +58,52 @@ impl Gateway {
     }
 }
 
+/// The asynchronous phases as plain calls. Each `ProxyHttp` method below is exactly one of these;
+/// the HTTP/1 driver calls them directly, which spares `async_trait`'s boxed future (an allocation,
+/// a copy and a free) on every phase of every request. Error answers (`fail_to_proxy`) are off the
+/// hot path and go through the trait.
+impl Gateway {
+    pub(crate) async fn phase_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        request::route(self, session, ctx).await
+    }
+
+    pub(crate) fn phase_upstream_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        upstream::peer(ctx)
+    }
+
+    pub(crate) fn phase_upstream_request_filter(
+        session: &Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream::prepare_request(session.req_header(), upstream_request, ctx)
+    }
+
+    pub(crate) fn phase_upstream_response_filter(
+        session: &Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) {
+        response::headers(session, upstream_response, ctx);
+    }
+
+    pub(crate) fn phase_response_filter(
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response::downstream_headers(session, upstream_response, ctx)
+    }
+
+    pub(crate) fn phase_logging(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        logging::finish(session, e, ctx);
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -67,11 +113,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        request::route(self, session, ctx).await
+        self.phase_request_filter(session, ctx).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        upstream::peer(ctx)
+        Self::phase_upstream_peer(ctx)
     }
 
     fn fail_to_connect(
@@ -90,7 +136,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream::prepare_request(session.req_header(), upstream_request, ctx)
+        Self::phase_upstream_request_filter(session, upstream_request, ctx)
     }
 
     async fn upstream_response_filter(
@@ -99,7 +145,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response::headers(session, upstream_response, ctx);
+        Self::phase_upstream_response_filter(session, upstream_response, ctx);
         Ok(())
     }
 
@@ -109,7 +155,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response::downstream_headers(session, upstream_response, ctx)
+        Self::phase_response_filter(session, upstream_response, ctx)
     }
 
     fn response_body_filter(
@@ -128,6 +174,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        logging::finish(session, e, ctx);
+        Self::phase_logging(session, e, ctx);
     }
 }
