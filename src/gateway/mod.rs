@@ -58,10 +58,11 @@ impl Gateway {
     }
 }
 
-/// The asynchronous phases as plain calls. Each `ProxyHttp` method below is exactly one of these;
-/// the HTTP/1 driver calls them directly, which spares `async_trait`'s boxed future (an allocation,
-/// a copy and a free) on every phase of every request. Error answers (`fail_to_proxy`) are off the
-/// hot path and go through the trait.
+/// The phases `ProxyHttp` declares `async`, as plain calls (only routing awaits anything). Each
+/// of those `ProxyHttp` methods below is exactly one of these; the HTTP/1 driver calls them
+/// directly, which spares `async_trait`'s boxed future (an allocation, a copy and a free) on every
+/// phase of every request. Error answers (`fail_to_proxy`) are off the hot path and go through
+/// the trait.
 impl Gateway {
     pub(crate) async fn phase_request_filter(
         &self,
