@@ -1,7 +1,7 @@
 //! The HTTP/1 request driver: serves a downstream HTTP/1 connection by running the gateway's
-//! phases (the same `ProxyHttp` phases, in the same order; the asynchronous ones through the
-//! plain calls each `ProxyHttp` method is made of, without `async_trait`'s boxed future) for one
-//! request after another, on the connection's own task.
+//! phases (the functions each `ProxyHttp` method calls, in the same order, called directly to
+//! spare `async_trait`'s boxed future per phase) for one request after another, on the
+//! connection's own task.
 //!
 //! Why not pingora-proxy's generic `HttpProxy` for HTTP/1: its request path is built for caching,
 //! full-duplex bodies and retries of anything, and costs accordingly (two tasks and channels per
@@ -50,7 +50,7 @@ use tokio::sync::oneshot;
 use super::downstream_h1::{ClientConnection, ClientRequest};
 use super::idle_pool::IdlePool;
 use super::upstream_h1::UpstreamResponse;
-use super::{Gateway, RequestCtx};
+use super::{logging, request, response, upstream, Gateway, RequestCtx};
 
 /// Request bodies with a `Content-Length` up to this size are read whole before the upstream
 /// request is written (MCP messages are small); larger or chunked bodies are streamed.
@@ -164,13 +164,13 @@ impl GatewayApp {
     /// counts), the client session hands its connection back for the next request.
     async fn serve(&self, mut session: Session) {
         let mut ctx = self.gateway.new_ctx();
-        let outcome = match self.gateway.phase_request_filter(&mut session, &mut ctx).await {
+        let outcome = match request::route(&self.gateway, &mut session, &mut ctx).await {
             Ok(true) => Ok(()),
             Ok(false) => self.proxy(&mut session, &mut ctx).await,
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => Gateway::phase_logging(&session, None, &mut ctx),
+            Ok(()) => logging::finish(&session, None, &mut ctx),
             Err(e) => {
                 let answered = self.gateway.fail_to_proxy(&mut session, &e, &mut ctx).await;
                 if answered.error_code != 0 {
@@ -180,7 +180,7 @@ impl GatewayApp {
                         "request failed: {e}"
                     );
                 }
-                Gateway::phase_logging(&session, Some(&e), &mut ctx);
+                logging::finish(&session, Some(&e), &mut ctx);
             }
         }
         // The client session keeps the connection only when the request body was read and the
@@ -211,7 +211,7 @@ impl GatewayApp {
             let fresh = fresh_on.is_some();
             let peer = match fresh_on.take() {
                 Some(peer) => peer,
-                None => Gateway::phase_upstream_peer(ctx)?,
+                None => upstream::peer(ctx)?,
             };
             let connected = if fresh {
                 self.pool.connect(&peer).await.map(|stream| (stream, false))
@@ -232,7 +232,7 @@ impl GatewayApp {
             // The phase builds the upstream request from the client's; this is only its slot
             // (an empty one costs no allocation).
             let mut request = RequestHeader::from(http::Request::new(()).into_parts().0);
-            Gateway::phase_upstream_request_filter(session, &mut request, ctx)?;
+            upstream::prepare_request(session.req_header(), &mut request, ctx)?;
             frame_request(&mut request, session, body.as_ref())?;
 
             match self.exchange(session, ctx, &peer, stream, request, body.as_ref()).await {
@@ -292,9 +292,9 @@ impl GatewayApp {
             .map_err(Failure::before_response)?;
         let started = |error: Box<Error>| Failure { error, response_started: true };
         let no_body_left = upstream.is_body_done();
-        Gateway::phase_upstream_response_filter(session, &mut header, ctx);
+        response::headers(session, &mut header, ctx);
         frame_response(&mut header, session.req_header(), no_body_left).map_err(started)?;
-        Gateway::phase_response_filter(session, &mut header, ctx).map_err(started)?;
+        response::downstream_headers(session, &mut header, ctx).map_err(started)?;
         session.write_response_header(header, false).await.map_err(|e| started(e.into_down()))?;
 
         stream_body(&self.gateway, session, ctx, &mut upstream).await.map_err(started)?;

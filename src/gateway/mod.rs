@@ -1,7 +1,9 @@
 //! The Pingora `ProxyHttp` implementation. Each phase lives in its own file and stays thin:
-//! it reads the request context and calls the modules that do the work. `driver.rs` runs the
-//! phases for HTTP/1 connections, with `upstream_h1.rs` reading the upstream's responses
-//! (pingora-proxy's `HttpProxy` runs them for HTTP/2).
+//! it reads the request context and calls the modules that do the work. Every `ProxyHttp`
+//! method below is one call into its phase's file. `driver.rs` runs the phases for HTTP/1
+//! connections by calling those same functions directly (sparing `async_trait`'s boxed future
+//! per phase per request), with `upstream_h1.rs` reading the upstream's responses
+//! (pingora-proxy's `HttpProxy` runs them through the trait for HTTP/2).
 //!
 //! ```text
 //! request_filter           request.rs   snapshot the registry, own endpoints (local.rs), refuse bad
@@ -58,53 +60,6 @@ impl Gateway {
     }
 }
 
-/// The phases `ProxyHttp` declares `async`, as plain calls (only routing awaits anything). Each
-/// of those `ProxyHttp` methods below is exactly one of these; the HTTP/1 driver calls them
-/// directly, which spares `async_trait`'s boxed future (an allocation, a copy and a free) on every
-/// phase of every request. Error answers (`fail_to_proxy`) are off the hot path and go through
-/// the trait.
-impl Gateway {
-    pub(crate) async fn phase_request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<bool> {
-        request::route(self, session, ctx).await
-    }
-
-    pub(crate) fn phase_upstream_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        upstream::peer(ctx)
-    }
-
-    pub(crate) fn phase_upstream_request_filter(
-        session: &Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        upstream::prepare_request(session.req_header(), upstream_request, ctx)
-    }
-
-    pub(crate) fn phase_upstream_response_filter(
-        session: &Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) {
-        response::headers(session, upstream_response, ctx);
-    }
-
-    pub(crate) fn phase_response_filter(
-        session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        response::downstream_headers(session, upstream_response, ctx)
-    }
-
-    pub(crate) fn phase_logging(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        logging::finish(session, e, ctx);
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -114,11 +69,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.phase_request_filter(session, ctx).await
+        request::route(self, session, ctx).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        Self::phase_upstream_peer(ctx)
+        upstream::peer(ctx)
     }
 
     fn fail_to_connect(
@@ -137,7 +92,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        Self::phase_upstream_request_filter(session, upstream_request, ctx)
+        upstream::prepare_request(session.req_header(), upstream_request, ctx)
     }
 
     async fn upstream_response_filter(
@@ -146,7 +101,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        Self::phase_upstream_response_filter(session, upstream_response, ctx);
+        response::headers(session, upstream_response, ctx);
         Ok(())
     }
 
@@ -156,7 +111,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        Self::phase_response_filter(session, upstream_response, ctx)
+        response::downstream_headers(session, upstream_response, ctx)
     }
 
     fn response_body_filter(
@@ -175,6 +130,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        Self::phase_logging(session, e, ctx);
+        logging::finish(session, e, ctx);
     }
 }
