@@ -23,6 +23,7 @@
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +40,7 @@ use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::h1_framing::{content_length, final_coding_is_chunked, has_token, Framing};
 
@@ -66,6 +68,10 @@ pub struct ClientConnection {
     digest: Digest,
     /// Field positions of the head being parsed, kept to save an allocation per request.
     fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The wait for the next request head: one timer for the connection's life, moved later
+    /// for each request. Moving a registered Tokio timer later is one atomic update, where a
+    /// timeout per request cost a registration and an allocation each time.
+    head_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl ClientConnection {
@@ -77,18 +83,30 @@ impl ClientConnection {
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         };
-        Self { stream, buf: BytesMut::new(), digest, fields: Vec::new() }
+        Self { stream, buf: BytesMut::new(), digest, fields: Vec::new(), head_deadline: None }
     }
 
     /// Waits up to `wait` for the next request's head and parses it. `Ok(None)` when the client
     /// closed the connection, or went quiet, before sending one; an `InvalidHTTPHeader` error
     /// when the head is malformed (answer it with [`ClientConnection::refuse`]).
     pub async fn read_head(&mut self, wait: Duration) -> Result<Option<RequestHead>> {
-        match fast_timeout(wait, self.read_head_untimed()).await {
-            Ok(read) => read,
+        let deadline = Instant::now() + wait;
+        // Taken out while the read borrows the connection; put back for the next request.
+        let mut head_deadline = match self.head_deadline.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(sleep_until(deadline)),
+        };
+        let read = tokio::select! {
+            biased;
+            read = self.read_head_untimed() => read,
             // A client that sends nothing in time is closed on quietly, as nginx does.
-            Err(_) => Ok(None),
-        }
+            () = head_deadline.as_mut() => Ok(None),
+        };
+        self.head_deadline = Some(head_deadline);
+        read
     }
 
     async fn read_head_untimed(&mut self) -> Result<Option<RequestHead>> {
@@ -537,6 +555,7 @@ impl ClientConnection {
             buf: BytesMut::new(),
             digest: Digest::default(),
             fields: Vec::new(),
+            head_deadline: None,
         }
     }
 }
@@ -900,6 +919,25 @@ mod tests {
     async fn a_client_that_leaves_or_stays_silent_before_a_request_is_let_go_quietly() {
         assert!(head_of(b"").await.expect("no error").is_none());
         let (mut conn, _client) = connection();
+        assert!(conn.read_head(Duration::from_millis(30)).await.expect("no error").is_none());
+    }
+
+    #[tokio::test]
+    async fn each_request_head_gets_the_whole_wait_from_when_it_is_awaited() {
+        let (mut conn, mut client) = connection();
+        client.write_all(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n").await.expect("write");
+        assert!(conn.read_head(Duration::from_millis(50)).await.expect("valid").is_some());
+        // The first wait's deadline passes before the second request arrives; the second wait
+        // starts anew and is long enough.
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            client.write_all(b"GET /b HTTP/1.1\r\nHost: g\r\n\r\n").await.expect("write");
+            client
+        });
+        let second = conn.read_head(Duration::from_secs(5)).await.expect("valid").expect("a request");
+        assert_eq!(second.header().uri.path(), "/b");
+        let _client = late.await.expect("writer");
+        // And a third that never comes is given up after its own wait.
         assert!(conn.read_head(Duration::from_millis(30)).await.expect("no error").is_none());
     }
 
