@@ -23,7 +23,6 @@
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,8 +39,8 @@ use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::time::{sleep_until, Instant, Sleep};
 
+use super::conn_timer::ConnectionTimer;
 use super::h1_framing::{content_length, final_coding_is_chunked, has_token, Framing};
 
 /// Most header lines accepted in one request head (Pingora's limit too).
@@ -68,10 +67,8 @@ pub struct ClientConnection {
     digest: Digest,
     /// Field positions of the head being parsed, kept to save an allocation per request.
     fields: Vec<(Range<usize>, Range<usize>)>,
-    /// The wait for the next request head: one timer for the connection's life, moved later
-    /// for each request. Moving a registered Tokio timer later is one atomic update, where a
-    /// timeout per request cost a registration and an allocation each time.
-    head_deadline: Option<Pin<Box<Sleep>>>,
+    /// The wait for the next request head (one timer for the connection's life).
+    head_timer: ConnectionTimer,
 }
 
 impl ClientConnection {
@@ -83,30 +80,25 @@ impl ClientConnection {
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         };
-        Self { stream, buf: BytesMut::new(), digest, fields: Vec::new(), head_deadline: None }
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            digest,
+            fields: Vec::new(),
+            head_timer: ConnectionTimer::default(),
+        }
     }
 
     /// Waits up to `wait` for the next request's head and parses it. `Ok(None)` when the client
     /// closed the connection, or went quiet, before sending one; an `InvalidHTTPHeader` error
     /// when the head is malformed (answer it with [`ClientConnection::refuse`]).
     pub async fn read_head(&mut self, wait: Duration) -> Result<Option<RequestHead>> {
-        let deadline = Instant::now() + wait;
         // Taken out while the read borrows the connection; put back for the next request.
-        let mut head_deadline = match self.head_deadline.take() {
-            Some(mut timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            None => Box::pin(sleep_until(deadline)),
-        };
-        let read = tokio::select! {
-            biased;
-            read = self.read_head_untimed() => read,
-            // A client that sends nothing in time is closed on quietly, as nginx does.
-            () = head_deadline.as_mut() => Ok(None),
-        };
-        self.head_deadline = Some(head_deadline);
-        read
+        let mut timer = std::mem::take(&mut self.head_timer);
+        let read = timer.within(wait, self.read_head_untimed()).await;
+        self.head_timer = timer;
+        // A client that sends nothing in time is closed on quietly, as nginx does.
+        read.unwrap_or(Ok(None))
     }
 
     async fn read_head_untimed(&mut self) -> Result<Option<RequestHead>> {
@@ -555,7 +547,7 @@ impl ClientConnection {
             buf: BytesMut::new(),
             digest: Digest::default(),
             fields: Vec::new(),
-            head_deadline: None,
+            head_timer: ConnectionTimer::default(),
         }
     }
 }

@@ -49,6 +49,7 @@ use tokio::sync::oneshot;
 
 use super::downstream_h1::{ClientConnection, ClientRequest};
 use super::idle_pool::IdlePool;
+use super::idle_pool::UpstreamConnection;
 use super::upstream_h1::UpstreamResponse;
 use super::{logging, request, response, upstream, Gateway, RequestCtx};
 
@@ -214,11 +215,11 @@ impl GatewayApp {
                 None => upstream::peer(ctx)?,
             };
             let connected = if fresh {
-                self.pool.connect(&peer).await.map(|stream| (stream, false))
+                self.pool.connect(&peer).await.map(|conn| (conn, false))
             } else {
                 self.pool.get(&peer).await
             };
-            let (stream, reused) = match connected {
+            let (conn, reused) = match connected {
                 Ok(connected) => connected,
                 Err(mut e) => {
                     e.as_up();
@@ -235,7 +236,7 @@ impl GatewayApp {
             upstream::prepare_request(session.req_header(), &mut request, ctx)?;
             frame_request(&mut request, session, body.as_ref())?;
 
-            match self.exchange(session, ctx, &peer, stream, request, body.as_ref()).await {
+            match self.exchange(session, ctx, &peer, conn, request, body.as_ref()).await {
                 Ok(upstream) => {
                     release(&self.pool, upstream, &peer);
                     return Ok(());
@@ -256,13 +257,13 @@ impl GatewayApp {
         }
     }
 
-    /// One request/response exchange on `stream`.
+    /// One request/response exchange on `conn`.
     async fn exchange(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         peer: &HttpPeer,
-        mut stream: Stream,
+        mut conn: UpstreamConnection,
         request: RequestHeader,
         body: Option<&Bytes>,
     ) -> Result<UpstreamResponse, Failure> {
@@ -273,18 +274,18 @@ impl GatewayApp {
             // Header and body in one write: one segment instead of two on the way out.
             Some(body) => {
                 wire.extend_from_slice(body);
-                write_with_timeout(&mut stream, &wire, peer).await.map_err(Failure::before_response)?;
+                write_with_timeout(&mut conn.stream, &wire, peer).await.map_err(Failure::before_response)?;
             }
             None => {
                 let chunked = request.headers.contains_key(http::header::TRANSFER_ENCODING);
-                write_with_timeout(&mut stream, &wire, peer).await.map_err(Failure::before_response)?;
-                stream_request_body(&mut stream, session, peer, chunked)
+                write_with_timeout(&mut conn.stream, &wire, peer).await.map_err(Failure::before_response)?;
+                stream_request_body(&mut conn.stream, session, peer, chunked)
                     .await
                     .map_err(Failure::before_response)?;
             }
         }
 
-        let mut upstream = UpstreamResponse::new(stream, peer.options.read_timeout);
+        let mut upstream = UpstreamResponse::new(conn, peer.options.read_timeout);
         let mut header = upstream
             .read_head(&session.req_header().method)
             .await
@@ -484,7 +485,7 @@ async fn stream_body(
 
 /// Returns the upstream connection to the pool when its response was read to the end.
 fn release(pool: &IdlePool, upstream: UpstreamResponse, peer: &HttpPeer) {
-    if let Some(stream) = upstream.into_reusable() {
-        pool.put(stream, peer);
+    if let Some(conn) = upstream.into_reusable() {
+        pool.put(conn, peer);
     }
 }

@@ -27,11 +27,27 @@ use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::Result;
 use tokio::io::AsyncReadExt;
 
+use super::conn_timer::ConnectionTimer;
+
 /// How long an idle connection is kept when the peer sets no idle timeout.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// An upstream connection and the timer of its reads, which stay together while it is idle.
+pub struct UpstreamConnection {
+    /// The socket.
+    pub stream: Stream,
+    /// The read timeout's timer, kept for the connection's life.
+    pub read_timer: ConnectionTimer,
+}
+
+impl From<Stream> for UpstreamConnection {
+    fn from(stream: Stream) -> Self {
+        Self { stream, read_timer: ConnectionTimer::default() }
+    }
+}
+
 struct Idle {
-    stream: Stream,
+    conn: UpstreamConnection,
     since: Instant,
 }
 
@@ -52,21 +68,21 @@ impl IdlePool {
     }
 
     /// An idle connection to `peer` if one is open, else a new one; `true` when reused.
-    pub async fn get(&self, peer: &HttpPeer) -> Result<(Stream, bool)> {
+    pub async fn get(&self, peer: &HttpPeer) -> Result<(UpstreamConnection, bool)> {
         match take(peer) {
-            Some(stream) => Ok((stream, true)),
-            None => Ok((self.connector.new_stream(peer).await?, false)),
+            Some(conn) => Ok((conn, true)),
+            None => Ok((self.connect(peer).await?, false)),
         }
     }
 
     /// Always a new connection.
-    pub async fn connect(&self, peer: &HttpPeer) -> Result<Stream> {
-        self.connector.new_stream(peer).await
+    pub async fn connect(&self, peer: &HttpPeer) -> Result<UpstreamConnection> {
+        Ok(self.connector.new_stream(peer).await?.into())
     }
 
-    /// Keeps `stream`, whose last exchange with `peer` ended cleanly, for the next request.
-    pub fn put(&self, mut stream: Stream, peer: &HttpPeer) {
-        if !still_open(&mut stream) {
+    /// Keeps `conn`, whose last exchange with `peer` ended cleanly, for the next request.
+    pub fn put(&self, mut conn: UpstreamConnection, peer: &HttpPeer) {
+        if !still_open(&mut conn.stream) {
             return;
         }
         let limit = idle_timeout(peer);
@@ -79,7 +95,7 @@ impl IdlePool {
             {
                 stack.pop_front();
             }
-            stack.push_back(Idle { stream, since: now });
+            stack.push_back(Idle { conn, since: now });
         });
     }
 }
@@ -89,7 +105,7 @@ fn idle_timeout(peer: &HttpPeer) -> Duration {
 }
 
 /// The most recent open idle connection to `peer`; closed and expired ones are dropped.
-fn take(peer: &HttpPeer) -> Option<Stream> {
+fn take(peer: &HttpPeer) -> Option<UpstreamConnection> {
     let limit = idle_timeout(peer);
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
@@ -100,8 +116,8 @@ fn take(peer: &HttpPeer) -> Option<Stream> {
                 stack.clear();
                 return None;
             }
-            if still_open(&mut newest.stream) {
-                return Some(newest.stream);
+            if still_open(&mut newest.conn.stream) {
+                return Some(newest.conn);
             }
         }
         None
@@ -141,14 +157,14 @@ mod tests {
         let (first, _first_server) = connected_pair().await;
         let (second, second_server) = connected_pair().await;
         let first_id = first.id();
-        pool.put(first, &peer());
-        pool.put(second, &peer());
+        pool.put(first.into(), &peer());
+        pool.put(second.into(), &peer());
 
         // The upstream closes the newer one while it sits idle.
         drop(second_server);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let reused = take(&peer()).expect("the older, still open connection");
-        assert_eq!(reused.id(), first_id);
+        assert_eq!(reused.stream.id(), first_id);
         assert!(take(&peer()).is_none());
     }
 
@@ -158,7 +174,7 @@ mod tests {
         let (stream, mut server) = connected_pair().await;
         server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        pool.put(stream, &peer());
+        pool.put(stream.into(), &peer());
         assert!(take(&peer()).is_none());
     }
 
@@ -169,7 +185,7 @@ mod tests {
         for _ in 0..3 {
             let (stream, server) = connected_pair().await;
             servers.push(server);
-            pool.put(stream, &peer());
+            pool.put(stream.into(), &peer());
         }
         assert!(take(&peer()).is_some());
         assert!(take(&peer()).is_some());

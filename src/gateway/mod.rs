@@ -15,6 +15,7 @@
 //! logging                  logging.rs   metrics and one access-log line
 //! ```
 
+mod conn_timer;
 mod context;
 mod downstream_h1;
 mod driver;

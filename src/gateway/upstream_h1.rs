@@ -14,11 +14,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
-use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncReadExt;
 
+use super::conn_timer::ConnectionTimer;
 use super::h1_framing::{content_length, final_coding_is_chunked, has_token, Framing};
+use super::idle_pool::UpstreamConnection;
 
 /// Most header lines accepted in one response head (Pingora's limit too).
 const MAX_HEADERS: usize = 256;
@@ -32,6 +33,7 @@ const MAX_INFORMATIONAL: usize = 16;
 /// One upstream connection while it answers one request.
 pub struct UpstreamResponse {
     stream: Stream,
+    read_timer: ConnectionTimer,
     /// Bytes read from the socket and not yet handed on.
     buf: BytesMut,
     read_timeout: Option<Duration>,
@@ -41,9 +43,10 @@ pub struct UpstreamResponse {
 }
 
 impl UpstreamResponse {
-    /// Starts reading the answer to a request already written on `stream`.
-    pub fn new(stream: Stream, read_timeout: Option<Duration>) -> Self {
-        Self { stream, buf: BytesMut::new(), read_timeout, body: Framing::Done, keepalive: false }
+    /// Starts reading the answer to a request already written on `conn`.
+    pub fn new(conn: UpstreamConnection, read_timeout: Option<Duration>) -> Self {
+        let UpstreamConnection { stream, read_timer } = conn;
+        Self { stream, read_timer, buf: BytesMut::new(), read_timeout, body: Framing::Done, keepalive: false }
     }
 
     /// Reads the final response head (informational ones are skipped; a `101` is refused, since
@@ -151,20 +154,22 @@ impl UpstreamResponse {
     }
 
     /// The connection, when its response was read to the end and it may carry another request.
-    pub fn into_reusable(self) -> Option<Stream> {
-        (self.keepalive && self.body == Framing::Done && self.buf.is_empty()).then_some(self.stream)
+    pub fn into_reusable(self) -> Option<UpstreamConnection> {
+        (self.keepalive && self.body == Framing::Done && self.buf.is_empty())
+            .then_some(UpstreamConnection { stream: self.stream, read_timer: self.read_timer })
     }
 
     /// One read of the socket into the buffer, within the read timeout; 0 when the upstream closed.
     ///
-    /// The timeout is Pingora's fast timeout (a shared clock thread), not Tokio's: registering a
-    /// Tokio timer often wakes the runtime through its eventfd, a `write` system call per request
-    /// (perf-notes, round 5).
+    /// The timeout is the connection's own Tokio timer, moved later for each read
+    /// (`conn_timer.rs`): a fresh Tokio timer per read would often wake the runtime through its
+    /// eventfd, a `write` system call per request (perf-notes, round 5), and Pingora's fast
+    /// timeout costs a registration per read.
     async fn fill(&mut self) -> Result<usize> {
         self.buf.reserve(READ_SIZE);
         let read = self.stream.read_buf(&mut self.buf);
         let read = match self.read_timeout {
-            Some(limit) => fast_timeout(limit, read).await.map_err(|_| {
+            Some(limit) => self.read_timer.within(limit, read).await.ok_or_else(|| {
                 Error::explain(ErrorType::ReadTimedout, "waiting for the upstream response").into_up()
             })?,
             None => read.await,
@@ -256,10 +261,8 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         });
-        let mut upstream = UpstreamResponse::new(
-            Box::new(pingora::protocols::l4::stream::Stream::from(ours)),
-            Some(Duration::from_millis(200)),
-        );
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(ours));
+        let mut upstream = UpstreamResponse::new(stream.into(), Some(Duration::from_millis(200)));
         let head = upstream.read_head(&method).await;
         let mut body = Ok(Vec::new());
         if head.is_ok() {
