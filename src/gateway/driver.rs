@@ -48,8 +48,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::downstream_h1::{ClientConnection, ClientRequest};
-use super::idle_pool::IdlePool;
-use super::idle_pool::UpstreamConnection;
+use super::idle_pool::{IdlePool, UpstreamConnection};
 use super::upstream_h1::UpstreamResponse;
 use super::{logging, request, response, upstream, Gateway, RequestCtx};
 
