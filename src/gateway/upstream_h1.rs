@@ -13,11 +13,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
-use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncReadExt;
 
-use super::conn_timer::ConnectionTimer;
 use super::h1_framing::{content_length, final_coding_is_chunked, has_token, Framing};
 use super::idle_pool::UpstreamConnection;
 
@@ -32,8 +30,7 @@ const MAX_INFORMATIONAL: usize = 16;
 
 /// One upstream connection while it answers one request.
 pub struct UpstreamResponse {
-    stream: Stream,
-    read_timer: ConnectionTimer,
+    conn: UpstreamConnection,
     /// Bytes read from the socket and not yet handed on.
     buf: BytesMut,
     read_timeout: Option<Duration>,
@@ -45,8 +42,7 @@ pub struct UpstreamResponse {
 impl UpstreamResponse {
     /// Starts reading the answer to a request already written on `conn`.
     pub fn new(conn: UpstreamConnection, read_timeout: Option<Duration>) -> Self {
-        let UpstreamConnection { stream, read_timer } = conn;
-        Self { stream, read_timer, buf: BytesMut::new(), read_timeout, body: Framing::Done, keepalive: false }
+        Self { conn, buf: BytesMut::new(), read_timeout, body: Framing::Done, keepalive: false }
     }
 
     /// Reads the final response head (informational ones are skipped; a `101` is refused, since
@@ -155,8 +151,7 @@ impl UpstreamResponse {
 
     /// The connection, when its response was read to the end and it may carry another request.
     pub fn into_reusable(self) -> Option<UpstreamConnection> {
-        (self.keepalive && self.body == Framing::Done && self.buf.is_empty())
-            .then_some(UpstreamConnection { stream: self.stream, read_timer: self.read_timer })
+        (self.keepalive && self.body == Framing::Done && self.buf.is_empty()).then_some(self.conn)
     }
 
     /// One read of the socket into the buffer, within the read timeout; 0 when the upstream closed.
@@ -167,9 +162,9 @@ impl UpstreamResponse {
     /// timeout costs a registration per read.
     async fn fill(&mut self) -> Result<usize> {
         self.buf.reserve(READ_SIZE);
-        let read = self.stream.read_buf(&mut self.buf);
+        let read = self.conn.stream.read_buf(&mut self.buf);
         let read = match self.read_timeout {
-            Some(limit) => self.read_timer.within(limit, read).await.ok_or_else(|| {
+            Some(limit) => self.conn.read_timer.within(limit, read).await.ok_or_else(|| {
                 Error::explain(ErrorType::ReadTimedout, "waiting for the upstream response").into_up()
             })?,
             None => read.await,
@@ -261,7 +256,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         });
-        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(ours));
+        let stream: pingora::protocols::Stream = Box::new(pingora::protocols::l4::stream::Stream::from(ours));
         let mut upstream = UpstreamResponse::new(stream.into(), Some(Duration::from_millis(200)));
         let head = upstream.read_head(&method).await;
         let mut body = Ok(Vec::new());
