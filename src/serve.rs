@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -83,7 +84,10 @@ pub fn build_server(
     for listener in &listeners {
         let addr = listener.addr.to_string();
         match &listener.tls {
-            None => proxy.add_tcp(&addr),
+            // Without Pingora's socket buffers: the HTTP/1 driver reads into its own buffer and
+            // writes each response in one piece, so a 64 KiB read buffer per connection would
+            // only add a copy of every byte (TLS keeps them: it reads records in small pieces).
+            None => proxy.add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered())),
             Some((cert, key)) => {
                 let mut tls = TlsSettings::intermediate(cert, key)
                     .map_err(|e| ServeError::Tls { addr: addr.clone(), message: e.to_string() })?;
