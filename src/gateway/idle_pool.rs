@@ -81,10 +81,9 @@ impl IdlePool {
     }
 
     /// Keeps `conn`, whose last exchange with `peer` ended cleanly, for the next request.
-    pub fn put(&self, mut conn: UpstreamConnection, peer: &HttpPeer) {
-        if !still_open(&mut conn.stream) {
-            return;
-        }
+    /// Whether it is still open is checked when it is taken, not here: the upstream can close it
+    /// at any time in between, so one check, at the last moment, is the one that counts.
+    pub fn put(&self, conn: UpstreamConnection, peer: &HttpPeer) {
         let limit = idle_timeout(peer);
         let now = Instant::now();
         IDLE.with(|idle| {
