@@ -168,11 +168,7 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for item in value.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let parsed: u64 = std::str::from_utf8(item).map_err(|_| ())?.parse().map_err(|_| ())?;
+            let parsed = decimal(item.trim_ascii()).ok_or(())?;
             if length.is_some_and(|seen| seen != parsed) {
                 return Err(());
             }
@@ -180,4 +176,48 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
         }
     }
     Ok(length)
+}
+
+/// `digits` as a decimal number: ASCII digits only (no sign, no space), at least one, and no
+/// overflow.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |number, &digit| {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        number.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn length_of(values: &[&str]) -> Result<Option<u64>, ()> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::CONTENT_LENGTH, value.parse().unwrap());
+        }
+        content_length(&headers)
+    }
+
+    #[test]
+    fn a_length_is_plain_decimal_digits_and_a_list_of_equal_values_is_one_length() {
+        assert_eq!(length_of(&[]), Ok(None));
+        assert_eq!(length_of(&["0"]), Ok(Some(0)));
+        assert_eq!(length_of(&["1234"]), Ok(Some(1234)));
+        assert_eq!(length_of(&["5, 5", "5"]), Ok(Some(5)));
+        assert_eq!(length_of(&["18446744073709551615"]), Ok(Some(u64::MAX)));
+    }
+
+    #[test]
+    fn signs_spaces_inside_empty_items_overflow_and_differing_values_are_refused() {
+        for bad in [&["+5"][..], &["-5"], &["5 5"], &["5,"], &[""], &["0x10"], &["5", "6"], &["5, 6"]] {
+            assert_eq!(length_of(bad), Err(()), "{bad:?}");
+        }
+        assert_eq!(length_of(&["18446744073709551616"]), Err(()));
+    }
 }
