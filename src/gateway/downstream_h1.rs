@@ -531,10 +531,37 @@ impl ClientRequest {
         }
         let reusable = self.keepalive && self.out == Out::Done && self.body.is_done();
         if let (true, Some(hand_back)) = (reusable, self.hand_back.take()) {
-            let conn = std::mem::replace(&mut self.conn, ClientConnection::detached());
-            let _ = hand_back.send(conn);
+            // Everything the request held goes now: the session around it lives as long as the
+            // connection, and an idle connection should keep nothing of its last request (nor
+            // its head's bytes, so that the next read reuses the buffer).
+            let spent = std::mem::replace(self, Self::spent());
+            let _ = hand_back.send(spent.conn);
         }
         Ok(())
+    }
+
+    /// What is left of a request once its connection has been handed back: no connection, no
+    /// head, no response.
+    fn spent() -> Self {
+        Self {
+            conn: ClientConnection::detached(),
+            header: RequestHeader::from(http::Request::new(()).into_parts().0),
+            raw_head: Bytes::new(),
+            body: Framing::Done,
+            body_empty: true,
+            body_bytes_read: 0,
+            retry_buffer: None,
+            retry_truncated: false,
+            keepalive: false,
+            response: None,
+            out: Out::Done,
+            pending: BytesMut::new(),
+            body_bytes_sent: 0,
+            read_timeout: None,
+            write_timeout: None,
+            total_drain_timeout: None,
+            hand_back: None,
+        }
     }
 }
 

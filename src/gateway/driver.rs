@@ -89,6 +89,9 @@ impl ServerApp for GatewayApp {
         }
         let mut shutdown = shutdown.clone();
         let mut next = Some(ClientConnection::new(stream));
+        // One proxy session for the connection's life, built at its first request: only the
+        // client request inside it changes from one request to the next.
+        let mut session: Option<Session> = None;
         while let Some(mut conn) = next.take() {
             let read = tokio::select! {
                 biased;
@@ -117,7 +120,15 @@ impl ServerApp for GatewayApp {
                 // Answer what is in flight, then close: the process is stopping or draining.
                 request.close_after_response();
             }
-            self.serve(proxy_session(request)).await;
+            let request = ServerSession::new_custom(Box::new(request));
+            let session = match &mut session {
+                Some(session) => {
+                    *session.downstream_session = request;
+                    session
+                }
+                None => session.insert(proxy_session(request)),
+            };
+            self.serve(session).await;
             next = handed_back.try_recv().ok();
         }
         None
@@ -128,12 +139,14 @@ impl ServerApp for GatewayApp {
     }
 }
 
-/// Pingora's proxy `Session` (what the phases take) around one client request. pingora-proxy
+/// Pingora's proxy `Session` (what the phases take) around a client request. pingora-proxy
 /// builds a session only around an HTTP/1 stream, so it is given an empty one, replaced at once
-/// by the gateway's own HTTP/1 session.
-fn proxy_session(request: ClientRequest) -> Session {
+/// by the gateway's own HTTP/1 session. The session carries nothing else from one request to
+/// the next: it has no downstream modules, and its cache, compression and upgrade state are used
+/// only by pingora-proxy's own request path, never by this driver.
+fn proxy_session(request: ServerSession) -> Session {
     let mut session = Session::new_h1(Box::new(std::io::Cursor::new(Vec::new())));
-    session.downstream_session = Box::new(ServerSession::new_custom(Box::new(request)));
+    *session.downstream_session = request;
     session
 }
 
@@ -162,17 +175,17 @@ impl Failure {
 impl GatewayApp {
     /// Serves one request. When the exchange completes cleanly (an error answered in full
     /// counts), the client session hands its connection back for the next request.
-    async fn serve(&self, mut session: Session) {
+    async fn serve(&self, session: &mut Session) {
         let mut ctx = self.gateway.new_ctx();
-        let outcome = match request::route(&self.gateway, &mut session, &mut ctx).await {
+        let outcome = match request::route(&self.gateway, session, &mut ctx).await {
             Ok(true) => Ok(()),
-            Ok(false) => self.proxy(&mut session, &mut ctx).await,
+            Ok(false) => self.proxy(session, &mut ctx).await,
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => logging::finish(&session, None, &mut ctx),
+            Ok(()) => logging::finish(session, None, &mut ctx),
             Err(e) => {
-                let answered = self.gateway.fail_to_proxy(&mut session, &e, &mut ctx).await;
+                let answered = self.gateway.fail_to_proxy(session, &e, &mut ctx).await;
                 if answered.error_code != 0 {
                     tracing::warn!(
                         server = ctx.server_name(),
@@ -180,12 +193,12 @@ impl GatewayApp {
                         "request failed: {e}"
                     );
                 }
-                logging::finish(&session, Some(&e), &mut ctx);
+                logging::finish(session, Some(&e), &mut ctx);
             }
         }
         // The client session keeps the connection only when the request body was read and the
         // response written to their ends; a response cut short by a failure closes it.
-        if let Err(e) = session.downstream_session.finish().await {
+        if let Err(e) = session.downstream_session.finish_body().await {
             tracing::debug!("finishing the response: {e}");
         }
     }
