@@ -92,7 +92,7 @@ impl ClientConnection {
     /// Waits up to `wait` for the next request's head and parses it. `Ok(None)` when the client
     /// closed the connection, or went quiet, before sending one; an `InvalidHTTPHeader` error
     /// when the head is malformed (answer it with [`ClientConnection::refuse`]).
-    pub async fn read_head(&mut self, wait: Duration) -> Result<Option<RequestHead>> {
+    pub async fn read_head(&mut self, wait: Duration) -> Result<Option<Box<RequestHead>>> {
         // Taken out while the read borrows the connection; put back for the next request.
         let mut timer = std::mem::take(&mut self.head_timer);
         let read = timer.within(wait, self.read_head_untimed()).await;
@@ -101,7 +101,7 @@ impl ClientConnection {
         read.unwrap_or(Ok(None))
     }
 
-    async fn read_head_untimed(&mut self) -> Result<Option<RequestHead>> {
+    async fn read_head_untimed(&mut self) -> Result<Option<Box<RequestHead>>> {
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = self.parse_head()? {
@@ -127,8 +127,9 @@ impl ClientConnection {
     }
 
     /// Parses a complete head at the start of the buffer; `None` while it is incomplete. The
-    /// header values and target share the head's bytes instead of being copied.
-    fn parse_head(&mut self) -> Result<Option<RequestHead>> {
+    /// header values and target share the head's bytes instead of being copied. Boxed: the head
+    /// is passed up through several futures' results, and a pointer is cheaper to move.
+    fn parse_head(&mut self) -> Result<Option<Box<RequestHead>>> {
         let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -178,7 +179,7 @@ impl ClientConnection {
             Version::HTTP_11 => !has_token(&header.headers, header::CONNECTION, "close"),
             _ => has_token(&header.headers, header::CONNECTION, "keep-alive"),
         };
-        Ok(Some(RequestHead { header, raw, body, keepalive }))
+        Ok(Some(Box::new(RequestHead { header, raw, body, keepalive })))
     }
 
     /// Answers a request that could not be read with `status` and an empty body, and closes.
@@ -282,7 +283,7 @@ impl ClientRequest {
     /// may carry another request once this one is finished.
     pub fn new(
         conn: ClientConnection,
-        head: RequestHead,
+        head: Box<RequestHead>,
         hand_back: oneshot::Sender<ClientConnection>,
     ) -> Self {
         Self {
@@ -831,14 +832,14 @@ mod tests {
     }
 
     /// The head of the first request `sent` holds, or the error reading it gave.
-    async fn head_of(sent: &[u8]) -> Result<Option<RequestHead>> {
+    async fn head_of(sent: &[u8]) -> Result<Option<Box<RequestHead>>> {
         let (mut conn, mut client) = connection();
         client.write_all(sent).await.expect("write");
         client.shutdown().await.expect("shutdown");
         conn.read_head(Duration::from_secs(2)).await
     }
 
-    fn rejected(result: Result<Option<RequestHead>>) -> bool {
+    fn rejected(result: Result<Option<Box<RequestHead>>>) -> bool {
         matches!(result, Err(e) if e.etype() == &ErrorType::InvalidHTTPHeader)
     }
 
