@@ -8,7 +8,7 @@
 //! ([`HeaderPolicy::copy_forwardable`]) rather than cut down from a copy of the client's.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::DEFAULT_USER_HEADER;
@@ -56,7 +56,7 @@ impl HeaderPolicy {
     /// named by `Connection`, not `Host` or `Transfer-Encoding` (the upstream request gets its own),
     /// and not stripped by this policy. One pass over the client's headers; nothing is removed
     /// afterwards.
-    pub fn copy_forwardable(&self, inbound: &RequestHeader, upstream: &mut HeaderMap) {
+    pub fn copy_forwardable<'a>(&self, inbound: &'a RequestHeader, upstream: &mut impl HeaderSink<'a>) {
         let connection = inbound.headers.get_all(http::header::CONNECTION);
         let has_connection = connection.iter().next().is_some();
         for (name, value) in &inbound.headers {
@@ -65,7 +65,7 @@ impl HeaderPolicy {
                 || (has_connection && nominated(&connection, name))
                 || self.strips(name);
             if !stays {
-                upstream.append(name.clone(), value.clone());
+                upstream.append(name, value);
             }
         }
     }
@@ -73,6 +73,37 @@ impl HeaderPolicy {
     /// True when the policy keeps `name` from leaving.
     pub fn strips(&self, name: &HeaderName) -> bool {
         self.always.contains(name) || self.restricted.as_ref().is_some_and(|r| r.is_match(name.as_str()))
+    }
+}
+
+/// Where the upstream request's header fields go as they are decided: a header map (the
+/// request pingora-proxy sends over HTTP/2), or the HTTP/1 driver's list of fields, which is
+/// serialized once and never needs a map's lookups.
+pub trait HeaderSink<'a> {
+    /// Adds a field after any others of its name.
+    fn append(&mut self, name: &'a HeaderName, value: &'a HeaderValue);
+    /// Sets a field, in place of any others of its name.
+    fn insert(&mut self, name: &'a HeaderName, value: &'a HeaderValue);
+    /// Sets a field that carries a secret, in place of any others of its name. A header map
+    /// marks the value sensitive (HTTP/2 then never indexes it); a serialized field needs no mark.
+    fn insert_sensitive(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+        self.insert(name, value);
+    }
+}
+
+impl<'a> HeaderSink<'a> for HeaderMap {
+    fn append(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+        HeaderMap::append(self, name.clone(), value.clone());
+    }
+
+    fn insert(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+        HeaderMap::insert(self, name.clone(), value.clone());
+    }
+
+    fn insert_sensitive(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+        let mut value = value.clone();
+        value.set_sensitive(true);
+        HeaderMap::insert(self, name.clone(), value);
     }
 }
 

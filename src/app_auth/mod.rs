@@ -8,13 +8,14 @@ mod token_client;
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
 pub use token_client::TokenEndpoint;
 
 use crate::config::ONE_TIME_HEADER;
+use crate::headers::HeaderSink;
 use crate::identity::Identity;
 use crate::tokens::{SourceMetrics, TokenCache, TokenCacheSettings, TokenError};
 
@@ -127,24 +128,25 @@ pub struct Resolved {
     pub injected: bool,
 }
 
+/// `Authorization`, with a lifetime long enough to be lent to a [`HeaderSink`].
+static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
+
 impl Resolved {
     /// Puts the credentials on the upstream request (after the header policy stripped the
     /// inbound ones). `inbound` is the client's original request.
-    pub fn apply(&self, inbound: &RequestHeader, upstream: &mut HeaderMap) {
+    pub fn apply<'a>(&'a self, inbound: &'a RequestHeader, upstream: &mut impl HeaderSink<'a>) {
         if self.forward_caller_authorization {
             if let Some(value) = inbound.headers.get(http::header::AUTHORIZATION) {
-                upstream.insert(http::header::AUTHORIZATION, value.clone());
+                upstream.insert(&AUTHORIZATION, value);
             }
         }
         if self.one_time {
             if let Some(value) = inbound.headers.get(ONE_TIME_HEADER) {
-                let mut value = value.clone();
-                value.set_sensitive(true);
-                upstream.insert(http::header::AUTHORIZATION, value);
+                upstream.insert_sensitive(&AUTHORIZATION, value);
             }
         }
         for (name, value) in &self.headers {
-            upstream.insert(name.clone(), value.clone());
+            upstream.insert(name, value);
         }
     }
 }

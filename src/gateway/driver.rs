@@ -28,14 +28,13 @@
 //! same gateway; both paths run the same phase code.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::apps::ServerApp;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
@@ -48,8 +47,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::downstream_h1::{ClientConnection, ClientRequest};
+use super::h1_framing::content_length;
 use super::idle_pool::{IdlePool, UpstreamConnection};
 use super::upstream_h1::UpstreamResponse;
+use super::upstream_request::{BodyFraming, RequestFields};
 use super::{logging, request, response, upstream, Gateway, RequestCtx};
 
 /// Request bodies with a `Content-Length` up to this size are read whole before the upstream
@@ -217,6 +218,7 @@ impl GatewayApp {
             Some(body) => ctx.request_body = Some(body.clone()),
             None => session.as_downstream_mut().enable_retry_buffering(),
         }
+        let framing = body_framing(session.req_header(), body.as_ref());
         let mut attempts = 0;
         let mut fresh_on: Option<Box<HttpPeer>> = None;
         loop {
@@ -242,13 +244,17 @@ impl GatewayApp {
                     return Err(e.into_up());
                 }
             };
-            // The phase builds the upstream request from the client's; this is only its slot
-            // (an empty one costs no allocation).
-            let mut request = RequestHeader::from(http::Request::new(()).into_parts().0);
-            upstream::prepare_request(session.req_header(), &mut request, ctx)?;
-            frame_request(&mut request, session, body.as_ref())?;
+            let mut wire = request_head(session.req_header(), ctx, framing, body.as_ref())?;
+            let streamed = match &body {
+                Some(body) => {
+                    wire.extend_from_slice(body);
+                    None
+                }
+                None => Some(framing),
+            };
+            ctx.upstream_sent_at = Some(Instant::now());
 
-            match self.exchange(session, ctx, &peer, conn, request, body.as_ref()).await {
+            match self.exchange(session, ctx, &peer, conn, wire, streamed).await {
                 Ok(upstream) => {
                     release(&self.pool, upstream, &peer);
                     return Ok(());
@@ -269,32 +275,24 @@ impl GatewayApp {
         }
     }
 
-    /// One request/response exchange on `conn`.
+    /// One request/response exchange on `conn`. `wire` is the request as far as it is known:
+    /// the head and a body read whole, in one write (one segment instead of two on the way out);
+    /// `streamed` is how the client's body that is still to come is framed, if there is one.
     async fn exchange(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         peer: &HttpPeer,
         mut conn: UpstreamConnection,
-        request: RequestHeader,
-        body: Option<&Bytes>,
+        wire: BytesMut,
+        streamed: Option<BodyFraming>,
     ) -> Result<UpstreamResponse, Failure> {
-        let mut wire = http_req_header_to_wire(&request)
-            .or_err(ErrorType::InvalidHTTPHeader, "upstream request header")
-            .map_err(|e| Failure::before_response(e.into_in()))?;
-        match body {
-            // Header and body in one write: one segment instead of two on the way out.
-            Some(body) => {
-                wire.extend_from_slice(body);
-                write_with_timeout(&mut conn.stream, &wire, peer).await.map_err(Failure::before_response)?;
-            }
-            None => {
-                let chunked = request.headers.contains_key(http::header::TRANSFER_ENCODING);
-                write_with_timeout(&mut conn.stream, &wire, peer).await.map_err(Failure::before_response)?;
-                stream_request_body(&mut conn.stream, session, peer, chunked)
-                    .await
-                    .map_err(Failure::before_response)?;
-            }
+        write_with_timeout(&mut conn.stream, &wire, peer).await.map_err(Failure::before_response)?;
+        if let Some(framing) = streamed {
+            let chunked = framing == BodyFraming::Chunked;
+            stream_request_body(&mut conn.stream, session, peer, chunked)
+                .await
+                .map_err(Failure::before_response)?;
         }
 
         let mut upstream = UpstreamResponse::new(conn, peer.options.read_timeout);
@@ -356,11 +354,27 @@ fn expects_continue(request: &RequestHeader) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// Sets the upstream request's framing: a buffered body goes with its exact length, a streamed
-/// one chunked unless the client gave its length.
-fn frame_request(request: &mut RequestHeader, session: &Session, body: Option<&Bytes>) -> Result<()> {
-    request.remove_header(&http::header::TRANSFER_ENCODING);
-    request.remove_header(&http::header::EXPECT);
+/// The upstream request head: the fields the phase decides (`upstream::upstream_fields`, as for
+/// HTTP/2), written straight to bytes.
+fn request_head(
+    inbound: &RequestHeader,
+    ctx: &RequestCtx,
+    framing: BodyFraming,
+    body: Option<&Bytes>,
+) -> Result<BytesMut> {
+    let mut fields = RequestFields::default();
+    upstream::upstream_fields(inbound, ctx, &mut fields)?;
+    let target = upstream::upstream_target(inbound, ctx);
+    fields
+        .to_wire(&inbound.method, target, framing, body.map_or(0, Bytes::len))
+        .or_err(ErrorType::InvalidHTTPHeader, "upstream request target")
+        .map_err(|e| e.into_in())
+}
+
+/// How the request body goes upstream: a body read whole with its exact length (an empty one
+/// with none, unless the method carries a body), a streamed one with the client's length when it
+/// gave one, chunked otherwise.
+fn body_framing(request: &RequestHeader, body: Option<&Bytes>) -> BodyFraming {
     match body {
         Some(body)
             if body.is_empty()
@@ -369,21 +383,16 @@ fn frame_request(request: &mut RequestHeader, session: &Session, body: Option<&B
                     http::Method::POST | http::Method::PUT | http::Method::PATCH
                 ) =>
         {
-            request.remove_header(&http::header::CONTENT_LENGTH);
+            BodyFraming::None
         }
-        Some(body) => {
-            request.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-        }
-        None => {
-            let has_length = session.req_header().headers.get(http::header::TRANSFER_ENCODING).is_none()
-                && session.req_header().headers.contains_key(http::header::CONTENT_LENGTH);
-            if !has_length {
-                request.remove_header(&http::header::CONTENT_LENGTH);
-                request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        Some(body) => BodyFraming::Length(body.len() as u64),
+        None => match content_length(&request.headers) {
+            Ok(Some(length)) if !request.headers.contains_key(http::header::TRANSFER_ENCODING) => {
+                BodyFraming::Length(length)
             }
-        }
+            _ => BodyFraming::Chunked,
+        },
     }
-    Ok(())
 }
 
 /// Gives a response without a length a chunked body, so the downstream connection survives it

@@ -28,6 +28,7 @@ mod request;
 mod response;
 mod upstream;
 mod upstream_h1;
+mod upstream_request;
 
 use std::sync::Arc;
 

@@ -3,13 +3,14 @@
 
 use std::time::Instant;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{Error, ErrorType, Result};
 
 use super::{RequestCtx, MCP_SESSION_ID};
+use crate::headers::HeaderSink;
 use crate::metrics::Metrics;
 
 /// The peer for this attempt, from an address resolved when the config loaded (no DNS here).
@@ -56,37 +57,59 @@ pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     e
 }
 
-/// Builds the upstream request in place of `request`, from the client's (`inbound`): the
-/// upstream's target and `Host`, the client's headers that may leave (not hop-by-hop, not the
-/// caller's credentials, not the server's restricted globs), then the resolved credentials.
-/// Built afresh rather than cut down from a copy: one pass over the client's headers and no
-/// removals (header names go upstream in lowercase, which HTTP allows).
+/// Builds the upstream request in place of `request` (pingora-proxy's HTTP/2 path), from the
+/// client's (`inbound`); the fields are [`upstream_fields`]'.
 /// Runs again on every retry, so it only copies what `request_filter` prepared.
 pub fn prepare_request(
     inbound: &RequestHeader,
     request: &mut RequestHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    let server = ctx
-        .server()
-        .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream request without a route"))?;
     // Straight into a plain header map: no case map to keep, no conversions per header.
     let mut headers = HeaderMap::with_capacity(inbound.headers.len() + 4);
-    if let Some(upstream) = &ctx.upstream {
-        headers.insert(http::header::HOST, upstream.host_header.clone());
-    }
-    server.headers.copy_forwardable(inbound, &mut headers);
-    if let Some(credentials) = &ctx.credentials {
-        credentials.apply(inbound, &mut headers);
-    }
-    if let Some(original) = &ctx.session_original {
-        headers.insert(http::HeaderName::from_static(MCP_SESSION_ID), original.clone());
-    }
+    upstream_fields(inbound, ctx, &mut headers)?;
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = inbound.method.clone();
-    parts.uri = ctx.target.clone().unwrap_or_else(|| inbound.uri.clone());
+    parts.uri = upstream_target(inbound, ctx).clone();
     parts.headers = headers;
     *request = RequestHeader::from(parts);
     ctx.upstream_sent_at = Some(Instant::now());
     Ok(())
 }
+
+/// The upstream request's target: the one `request_filter` computed for the upstream.
+pub fn upstream_target<'a>(inbound: &'a RequestHeader, ctx: &'a RequestCtx) -> &'a http::Uri {
+    ctx.target.as_ref().unwrap_or(&inbound.uri)
+}
+
+/// Writes the upstream request's header fields into `fields`, from the client's request
+/// (`inbound`): the upstream's `Host`, the client's headers that may leave (not hop-by-hop, not
+/// the caller's credentials, not the server's restricted globs), then the resolved credentials
+/// and the session id the replica issued. Built afresh rather than cut down from a copy: one pass
+/// over the client's headers and no removals (header names go upstream in lowercase, which HTTP
+/// allows). The framing fields are the caller's to set.
+pub fn upstream_fields<'a>(
+    inbound: &'a RequestHeader,
+    ctx: &'a RequestCtx,
+    fields: &mut impl HeaderSink<'a>,
+) -> Result<()> {
+    let server = ctx
+        .server()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream request without a route"))?;
+    if let Some(upstream) = &ctx.upstream {
+        fields.insert(&HOST, &upstream.host_header);
+    }
+    server.headers.copy_forwardable(inbound, fields);
+    if let Some(credentials) = &ctx.credentials {
+        credentials.apply(inbound, fields);
+    }
+    if let Some(original) = &ctx.session_original {
+        fields.insert(&SESSION_ID, original);
+    }
+    Ok(())
+}
+
+/// `Host`, with a lifetime long enough to be lent to a [`HeaderSink`].
+static HOST: HeaderName = http::header::HOST;
+/// The MCP session id header, likewise.
+static SESSION_ID: HeaderName = HeaderName::from_static(MCP_SESSION_ID);
