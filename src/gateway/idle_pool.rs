@@ -20,6 +20,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::Stream;
@@ -38,11 +39,15 @@ pub struct UpstreamConnection {
     pub stream: Stream,
     /// The read timeout's timer, kept for the connection's life.
     pub read_timer: ConnectionTimer,
+    /// Bytes read from the socket and not yet handed on (empty between exchanges). Kept with
+    /// the connection so that one allocation serves request after request: once the last
+    /// response's pieces are dropped, the next read reuses it.
+    pub buf: BytesMut,
 }
 
 impl From<Stream> for UpstreamConnection {
     fn from(stream: Stream) -> Self {
-        Self { stream, read_timer: ConnectionTimer::default() }
+        Self { stream, read_timer: ConnectionTimer::default(), buf: BytesMut::new() }
     }
 }
 

@@ -10,7 +10,7 @@
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
@@ -31,8 +31,6 @@ const MAX_INFORMATIONAL: usize = 16;
 /// One upstream connection while it answers one request.
 pub struct UpstreamResponse {
     conn: UpstreamConnection,
-    /// Bytes read from the socket and not yet handed on.
-    buf: BytesMut,
     read_timeout: Option<Duration>,
     body: Framing,
     /// Whether the connection may carry another request once the body is read.
@@ -42,7 +40,7 @@ pub struct UpstreamResponse {
 impl UpstreamResponse {
     /// Starts reading the answer to a request already written on `conn`.
     pub fn new(conn: UpstreamConnection, read_timeout: Option<Duration>) -> Self {
-        Self { conn, buf: BytesMut::new(), read_timeout, body: Framing::Done, keepalive: false }
+        Self { conn, read_timeout, body: Framing::Done, keepalive: false }
     }
 
     /// Reads the final response head (informational ones are skipped; a `101` is refused, since
@@ -51,9 +49,9 @@ impl UpstreamResponse {
     pub async fn read_head(&mut self, request_method: &Method) -> Result<ResponseHeader> {
         let mut informational = 0;
         loop {
-            match parse_head(&self.buf)? {
+            match parse_head(&self.conn.buf)? {
                 Some(head) => {
-                    self.buf.advance(head.length);
+                    self.conn.buf.advance(head.length);
                     let status = head.header.status;
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(bad_head("unrequested 101 response"));
@@ -67,13 +65,13 @@ impl UpstreamResponse {
                     }
                     return self.frame(head.header, request_method);
                 }
-                None if self.buf.len() > MAX_HEAD_BYTES => {
+                None if self.conn.buf.len() > MAX_HEAD_BYTES => {
                     return Err(bad_head("upstream response head too large"));
                 }
                 None => {}
             }
             if self.fill().await? == 0 {
-                return Err(if self.buf.is_empty() {
+                return Err(if self.conn.buf.is_empty() {
                     Error::explain(
                         ErrorType::ConnectionClosed,
                         "upstream closed the connection before answering",
@@ -132,7 +130,7 @@ impl UpstreamResponse {
     /// `None` at the end of the body.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
-            let piece = self.body.take(&mut self.buf).map_err(bad_chunk)?;
+            let piece = self.body.take(&mut self.conn.buf).map_err(bad_chunk)?;
             if !piece.is_empty() {
                 return Ok(Some(piece.freeze()));
             }
@@ -151,7 +149,7 @@ impl UpstreamResponse {
 
     /// The connection, when its response was read to the end and it may carry another request.
     pub fn into_reusable(self) -> Option<UpstreamConnection> {
-        (self.keepalive && self.body == Framing::Done && self.buf.is_empty()).then_some(self.conn)
+        (self.keepalive && self.body == Framing::Done && self.conn.buf.is_empty()).then_some(self.conn)
     }
 
     /// One read of the socket into the buffer, within the read timeout; 0 when the upstream closed.
@@ -161,8 +159,8 @@ impl UpstreamResponse {
     /// eventfd, a `write` system call per request (perf-notes, round 5), and Pingora's fast
     /// timeout costs a registration per read.
     async fn fill(&mut self) -> Result<usize> {
-        self.buf.reserve(READ_SIZE);
-        let read = self.conn.stream.read_buf(&mut self.buf);
+        self.conn.buf.reserve(READ_SIZE);
+        let read = self.conn.stream.read_buf(&mut self.conn.buf);
         let read = match self.read_timeout {
             Some(limit) => self.conn.read_timer.within(limit, read).await.ok_or_else(|| {
                 Error::explain(ErrorType::ReadTimedout, "waiting for the upstream response").into_up()
