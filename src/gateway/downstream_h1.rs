@@ -54,6 +54,8 @@ const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 /// A response body written at most this large goes out in the same write as a header waiting
 /// for it (larger ones are written on their own rather than copied).
 const COALESCE_LIMIT: usize = 16 * 1024;
+/// Most write-buffer room a connection keeps between requests.
+const KEPT_WRITE_BUFFER: usize = 16 * 1024;
 /// How long a request head or body read may wait when nothing else says (Pingora's default).
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -69,6 +71,9 @@ pub struct ClientConnection {
     fields: Vec<(Range<usize>, Range<usize>)>,
     /// The wait for the next request head (one timer for the connection's life).
     head_timer: ConnectionTimer,
+    /// Serialized response bytes not yet written (a header waiting for its body). Kept with the
+    /// connection so that its allocation serves request after request.
+    pending: BytesMut,
 }
 
 impl ClientConnection {
@@ -86,6 +91,7 @@ impl ClientConnection {
             digest,
             fields: Vec::new(),
             head_timer: ConnectionTimer::default(),
+            pending: BytesMut::new(),
         }
     }
 
@@ -269,8 +275,6 @@ pub struct ClientRequest {
     keepalive: bool,
     response: Option<Box<ResponseHeader>>,
     out: Out,
-    /// Serialized response bytes not yet written (a header waiting for its body).
-    pending: BytesMut,
     body_bytes_sent: usize,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -298,7 +302,6 @@ impl ClientRequest {
             keepalive: head.keepalive,
             response: None,
             out: Out::NotStarted,
-            pending: BytesMut::new(),
             body_bytes_sent: 0,
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
             write_timeout: None,
@@ -327,11 +330,11 @@ impl ClientRequest {
 
     /// Writes `bytes` (after anything pending) and flushes, within the write timeout.
     async fn send(&mut self, bytes: &[u8]) -> Result<()> {
-        let Self { conn, pending, write_timeout, .. } = self;
+        let Self { conn, write_timeout, .. } = self;
         let write = async {
-            if !pending.is_empty() {
-                conn.stream.write_all(pending).await?;
-                pending.clear();
+            if !conn.pending.is_empty() {
+                conn.stream.write_all(&conn.pending).await?;
+                conn.pending.clear();
             }
             if !bytes.is_empty() {
                 conn.stream.write_all(bytes).await?;
@@ -359,7 +362,7 @@ impl ClientRequest {
     /// owns (the upstream's own are not forwarded) and without a transfer coding an HTTP/1.0
     /// client would not understand.
     fn serialize_head(&mut self, response: &ResponseHeader, chunked_to_http10: bool) -> Result<()> {
-        let pending = &mut self.pending;
+        let pending = &mut self.conn.pending;
         pending.reserve(256);
         // Piece by piece rather than `write!`: the formatting machinery cost more than the rest
         // of the status line.
@@ -477,7 +480,7 @@ impl ClientRequest {
                 if !data.is_empty() {
                     tracing::debug!("a body for a response that has none was not sent");
                 }
-                return if end && !self.pending.is_empty() { self.send(&[]).await } else { Ok(()) };
+                return if end && !self.conn.pending.is_empty() { self.send(&[]).await } else { Ok(()) };
             }
             Out::Length(left) => {
                 if data.len() as u64 > left {
@@ -490,24 +493,24 @@ impl ClientRequest {
                 }
                 let left = left - data.len() as u64;
                 self.out = if left == 0 { Out::Done } else { Out::Length(left) };
-                if !self.pending.is_empty() && data.len() <= COALESCE_LIMIT {
-                    self.pending.extend_from_slice(&data);
+                if !self.conn.pending.is_empty() && data.len() <= COALESCE_LIMIT {
+                    self.conn.pending.extend_from_slice(&data);
                     return self.send(&[]).await;
                 }
                 self.send(&data).await?;
             }
             Out::Chunked => {
                 if !data.is_empty() {
-                    let _ = write!(self.pending, "{:x}\r\n", data.len());
+                    let _ = write!(self.conn.pending, "{:x}\r\n", data.len());
                     if data.len() <= COALESCE_LIMIT {
-                        self.pending.extend_from_slice(&data);
+                        self.conn.pending.extend_from_slice(&data);
                     } else {
                         self.send(&data).await?;
                     }
-                    self.pending.extend_from_slice(b"\r\n");
+                    self.conn.pending.extend_from_slice(b"\r\n");
                 }
                 if end {
-                    self.pending.extend_from_slice(b"0\r\n\r\n");
+                    self.conn.pending.extend_from_slice(b"0\r\n\r\n");
                     self.out = Out::Done;
                 }
                 self.send(&[]).await?;
@@ -522,7 +525,7 @@ impl ClientRequest {
     /// Ends the response: flushes what is pending and, when the exchange is complete and the
     /// client wants it, hands the connection back for the next request.
     async fn finish_exchange(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
+        if !self.conn.pending.is_empty() {
             self.send(&[]).await?;
         }
         if self.out == Out::UntilClose {
@@ -535,7 +538,11 @@ impl ClientRequest {
             // Everything the request held goes now: the session around it lives as long as the
             // connection, and an idle connection should keep nothing of its last request (nor
             // its head's bytes, so that the next read reuses the buffer).
-            let spent = std::mem::replace(self, Self::spent());
+            let mut spent = std::mem::replace(self, Self::spent());
+            if spent.conn.pending.capacity() > KEPT_WRITE_BUFFER {
+                // A large response's room is not kept while the connection idles.
+                spent.conn.pending = BytesMut::new();
+            }
             let _ = hand_back.send(spent.conn);
         }
         Ok(())
@@ -556,7 +563,6 @@ impl ClientRequest {
             keepalive: false,
             response: None,
             out: Out::Done,
-            pending: BytesMut::new(),
             body_bytes_sent: 0,
             read_timeout: None,
             write_timeout: None,
@@ -576,6 +582,7 @@ impl ClientConnection {
             digest: Digest::default(),
             fields: Vec::new(),
             head_timer: ConnectionTimer::default(),
+            pending: BytesMut::new(),
         }
     }
 }
@@ -888,6 +895,25 @@ mod tests {
             request.write_body(Bytes::from_static(piece.as_bytes()), i + 1 == body.len()).await?;
         }
         CustomSession::finish(request).await
+    }
+
+    #[tokio::test]
+    async fn a_handed_back_connection_keeps_a_small_write_buffer_but_not_a_large_one() {
+        let big = "x".repeat(COALESCE_LIMIT);
+        for (body, kept) in [("{}".to_owned(), true), (big, false)] {
+            let (mut request, mut handed_back, _client) =
+                read_request(b"GET /mcp HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+            let length = body.len().to_string();
+            request
+                .write_response_header(response(200, &[("content-length", &length)]), false)
+                .await
+                .unwrap();
+            request.write_body(Bytes::from(body), true).await.unwrap();
+            CustomSession::finish(&mut request).await.unwrap();
+            let conn = handed_back.try_recv().expect("handed back");
+            assert!(conn.pending.is_empty(), "everything was written");
+            assert_eq!(conn.pending.capacity() > 0, kept, "room kept for the next response");
+        }
     }
 
     #[tokio::test]
