@@ -2,14 +2,16 @@
 //! it reads the request context and calls the modules that do the work. Every `ProxyHttp`
 //! method below is one call into its phase's file. `driver.rs` runs the phases for HTTP/1
 //! connections by calling those same functions directly (sparing `async_trait`'s boxed future
-//! per phase per request), with `upstream_h1.rs` reading the upstream's responses
-//! (pingora-proxy's `HttpProxy` runs them through the trait for HTTP/2).
+//! per phase per request), with `upstream_request.rs` writing the upstream request head
+//! straight from the fields `upstream.rs` decides and `upstream_h1.rs` reading the upstream's
+//! responses (pingora-proxy's `HttpProxy` runs them through the trait for HTTP/2).
 //!
 //! ```text
 //! request_filter           request.rs   snapshot the registry, own endpoints (local.rs), refuse bad
 //!                                       paths, match the route, check the origin, authenticate
 //! upstream_peer            upstream.rs  pick the replica, HttpPeer from a pre-resolved address
 //! upstream_request_filter  upstream.rs  rewrite the target, set Host, strip restricted headers
+//!                                       (the fields, into a header map or the HTTP/1 head)
 //! response filters         response.rs  pass through; CORS; count streams; legacy endpoint
 //! fail_to_proxy            errors.rs    JSON (JSON-RPC for MCP POSTs) 502/504 bodies
 //! logging                  logging.rs   metrics and one access-log line
