@@ -57,8 +57,8 @@ pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     e
 }
 
-/// Builds the upstream request in place of `request` (pingora-proxy's HTTP/2 path), from the
-/// client's (`inbound`); the fields are [`upstream_fields`]'.
+/// Builds the upstream request in place of `request` for pingora-proxy's HTTP/2 path, from the
+/// client's (`inbound`), with the header fields [`upstream_fields`] decides.
 /// Runs again on every retry, so it only copies what `request_filter` prepared.
 pub fn prepare_request(
     inbound: &RequestHeader,
