@@ -31,6 +31,8 @@ use tokio::io::AsyncReadExt;
 
 use super::conn_timer::ConnectionTimer;
 
+/// Most read-buffer room an idle connection keeps (a normal read reserves 16 KiB).
+const KEPT_READ_BUFFER: usize = 32 * 1024;
 /// How long an idle connection is kept when the peer sets no idle timeout.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -91,7 +93,11 @@ impl IdlePool {
     /// Keeps `conn`, whose last exchange with `peer` ended cleanly, for the next request.
     /// Whether it is still open is checked when it is taken, not here: the upstream can close it
     /// at any time in between, so one check, at the last moment, is the one that counts.
-    pub fn put(&self, conn: UpstreamConnection, peer: &HttpPeer) {
+    pub fn put(&self, mut conn: UpstreamConnection, peer: &HttpPeer) {
+        if conn.buf.capacity() > KEPT_READ_BUFFER {
+            // A large response head's room is not kept while the connection idles.
+            conn.buf = BytesMut::new();
+        }
         let limit = idle_timeout(peer);
         let now = Instant::now();
         IDLE.with(|idle| {
@@ -183,6 +189,21 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         pool.put(stream.into(), &peer());
         assert!(take(&peer()).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_a_normal_read_buffer_but_not_a_large_one() {
+        let pool = IdlePool::new(ConnectorOptions::new(1), 8);
+        let mut servers = Vec::new();
+        for (room, kept) in [(16 * 1024, true), (64 * 1024, false)] {
+            let (stream, server) = connected_pair().await;
+            servers.push(server);
+            let mut conn = UpstreamConnection::from(stream);
+            conn.buf.reserve(room);
+            pool.put(conn, &peer());
+            let taken = take(&peer()).expect("an open connection");
+            assert_eq!(taken.buf.capacity() >= room, kept);
+        }
     }
 
     #[tokio::test]
