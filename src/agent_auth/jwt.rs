@@ -2,15 +2,17 @@
 //!
 //! A token is verified against the provider's keys (chosen by `kid`, never by `jku`, `x5u` or an
 //! embedded `jwk`), its exact issuer, one of its audiences, `exp` (required) and `nbf`, with the
-//! configured leeway. A verified token is remembered under the SHA-256 of its text until its `exp`,
-//! so a repeat costs a hash and a lookup instead of a signature check.
+//! configured leeway. A verified token is remembered until its `exp`, so a repeat costs a fast
+//! hash, a lookup and a comparison instead of a signature check.
 
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use moka::sync::Cache;
+use rustc_hash::FxBuildHasher;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -19,7 +21,8 @@ use crate::config::Secret;
 
 /// A token that passed verification, with what later phases need from it.
 pub struct VerifiedToken {
-    digest: [u8; 32],
+    /// SHA-256 of `raw`, computed the first time something asks for it.
+    digest: OnceLock<[u8; 32]>,
     claims: Map<String, Value>,
     scopes: Vec<String>,
     expires_at: SystemTime,
@@ -61,9 +64,10 @@ impl VerifiedToken {
         &self.raw
     }
 
-    /// SHA-256 of the token (keys caches that must be per caller).
+    /// SHA-256 of the token (keys caches that must be per caller). Computed on first use: most
+    /// requests never need it.
     pub fn digest(&self) -> &[u8; 32] {
-        &self.digest
+        self.digest.get_or_init(|| Sha256::digest(self.raw.expose().as_bytes()).into())
     }
 }
 
@@ -174,15 +178,64 @@ pub struct JwtProvider {
     required_typ: Option<String>,
     validations: Vec<(Algorithm, Validation)>,
     keys: Keys,
-    verified: Cache<[u8; 32], Arc<VerifiedToken>>,
+    verified: VerifiedTokens,
+}
+
+/// Tokens that passed verification, each until its `exp`.
+///
+/// An entry is found by a 64-bit hash of the token's text, keyed with a random per-cache seed, and
+/// is used only when its own text equals the token: the hash picks the entry and need not be
+/// collision-proof (a collision is a miss, and the token is verified in full). This costs a
+/// fraction of the SHA-256 a cryptographic key would.
+#[derive(Clone)]
+pub struct VerifiedTokens {
+    entries: Cache<u64, Arc<VerifiedToken>, FxBuildHasher>,
+    seed: foldhash::quality::RandomState,
+}
+
+impl VerifiedTokens {
+    /// An empty cache bounded to `capacity` entries.
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            // The key is already a well-mixed hash: Fx only spreads it for moka's table.
+            entries: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExp)
+                .build_with_hasher(FxBuildHasher),
+            seed: foldhash::quality::RandomState::default(),
+        }
+    }
+
+    fn key(&self, token: &str) -> u64 {
+        self.seed.hash_one(token)
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
+        self.entries.get(&self.key(token)).filter(|hit| same_text(hit.raw.expose(), token))
+    }
+
+    fn insert(&self, verified: Arc<VerifiedToken>) {
+        self.entries.insert(self.key(verified.raw.expose()), verified);
+    }
+
+    /// Forgets every token (the provider's keys changed).
+    pub fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
+}
+
+/// Equality of two texts that reads every byte whatever the first difference, so the time it takes
+/// says nothing about how much of a cached token a caller guessed.
+fn same_text(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 struct UntilExp;
 
-impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
+impl moka::Expiry<u64, Arc<VerifiedToken>> for UntilExp {
     fn expire_after_create(
         &self,
-        _key: &[u8; 32],
+        _key: &u64,
         value: &Arc<VerifiedToken>,
         _now: std::time::Instant,
     ) -> Option<Duration> {
@@ -191,7 +244,7 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
 
     fn expire_after_update(
         &self,
-        key: &[u8; 32],
+        key: &u64,
         value: &Arc<VerifiedToken>,
         now: std::time::Instant,
         _current: Option<Duration>,
@@ -207,7 +260,7 @@ impl JwtProvider {
         rules: JwtRules,
         authorization_servers: Vec<String>,
         keys: Keys,
-        cache: Cache<[u8; 32], Arc<VerifiedToken>>,
+        cache: VerifiedTokens,
     ) -> Self {
         let validations = rules
             .algorithms
@@ -233,8 +286,8 @@ impl JwtProvider {
     }
 
     /// An empty verified-token cache bounded to `capacity` entries, each expiring at its token's `exp`.
-    pub fn token_cache(capacity: u64) -> Cache<[u8; 32], Arc<VerifiedToken>> {
-        Cache::builder().max_capacity(capacity).expire_after(UntilExp).build()
+    pub fn token_cache(capacity: u64) -> VerifiedTokens {
+        VerifiedTokens::new(capacity)
     }
 
     /// The remote key set, when keys are fetched (to warm it at start).
@@ -247,8 +300,7 @@ impl JwtProvider {
 
     /// Verifies a bearer token.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, JwtRejection> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.verified.get(&digest) {
+        if let Some(hit) = self.verified.get(token) {
             return Ok(hit);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| JwtRejection::from_error(e.kind()))?;
@@ -277,19 +329,19 @@ impl JwtProvider {
         let mut rejection = JwtRejection::BadSignature;
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return Ok(self.remember(digest, token, data.claims)),
+                Ok(data) => return Ok(self.remember(token, data.claims)),
                 Err(e) => rejection = JwtRejection::from_error(e.kind()),
             }
         }
         Err(rejection)
     }
 
-    fn remember(&self, digest: [u8; 32], token: &str, claims: Map<String, Value>) -> Arc<VerifiedToken> {
+    fn remember(&self, token: &str, claims: Map<String, Value>) -> Arc<VerifiedToken> {
         let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0).max(0.0);
         let expires_at = UNIX_EPOCH + Duration::from_secs_f64(exp);
         let scopes = granted_scopes(&claims);
         let verified = Arc::new(VerifiedToken {
-            digest,
+            digest: OnceLock::new(),
             claims,
             scopes,
             expires_at,
@@ -297,7 +349,7 @@ impl JwtProvider {
         });
         // Within the leeway a token may verify after its `exp`; it is not cached then.
         if expires_at > SystemTime::now() {
-            self.verified.insert(digest, verified.clone());
+            self.verified.insert(verified.clone());
         }
         verified
     }
@@ -392,6 +444,25 @@ mod tests {
                 "second verification is a cache hit"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_cached_entry_serves_only_the_token_it_was_made_from() {
+        let p = provider(vec![Algorithm::RS256]);
+        let token = sign(Algorithm::RS256, "rsa-a", "rsa-a", claims());
+        let verified = p.verify(&token).await.unwrap();
+        // Another text of the same length that lands on the same entry, as a hash collision would.
+        let mut forged = token.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = String::from_utf8(forged).unwrap();
+        p.verified.entries.insert(p.verified.key(&forged), verified.clone());
+        assert!(p.verified.get(&forged).is_none(), "an entry for another text is a miss");
+        assert!(p.verify(&forged).await.is_err(), "and the forged text is verified in full");
+        assert!(Arc::ptr_eq(&verified, &p.verify(&token).await.unwrap()));
+        assert!(!same_text("abc", "abd") && !same_text("abc", "ab") && same_text("abc", "abc"));
+        let expected: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        assert_eq!(verified.digest(), &expected, "the per-caller digest is the token's SHA-256");
     }
 
     #[tokio::test]
