@@ -172,13 +172,13 @@ fn credentials(c: &mut Criterion) {
     }))
     .unwrap();
     let outbound = Outbound {
-        app_auth: Some(AppAuth::ClientCredentials(ClientCredentials {
-            lookups,
+        app_auth: Some(AppAuth::ClientCredentials(ClientCredentials::new(
             name,
             key,
-            endpoint: Arc::new(endpoint),
-            params: Arc::new(params),
-        })),
+            endpoint,
+            params,
+            "Bearer ".into(),
+        ))),
         headers: vec![OutboundHeader {
             name: http::HeaderName::from_static("x-user-email"),
             prefix: String::new(),

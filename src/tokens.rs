@@ -58,6 +58,7 @@ pub struct CachedToken {
     expires_at: Instant,
     refresh_after: Instant,
     refreshing: AtomicBool,
+    revoked: AtomicBool,
 }
 
 /// Timings of the cache, from the config.
@@ -196,8 +197,10 @@ impl TokenCache {
         });
     }
 
-    /// Drops a token (the upstream refused it).
-    pub async fn invalidate(&self, key: &[u8; 32]) {
+    /// Drops a token the upstream refused: it is marked so that no holder uses it again, and
+    /// removed so that the next request fetches a new one.
+    pub async fn invalidate(&self, key: &[u8; 32], token: &CachedToken) {
+        token.revoked.store(true, Ordering::Relaxed);
         self.tokens.invalidate(key).await;
     }
 }
@@ -224,6 +227,11 @@ impl SourceMetrics {
             name,
         }
     }
+
+    /// Counts a lookup answered from a token the source kept from an earlier lookup.
+    pub fn count_hit(&self) {
+        self.hit.inc();
+    }
 }
 
 async fn timed_fetch<F, Fut>(source: &str, fetch: F) -> Result<TokenResponse, TokenError>
@@ -246,7 +254,19 @@ impl CachedToken {
         // Never outlive the token; a token shorter-lived than twice the skew keeps half its life.
         let usable = lifetime.saturating_sub(settings.skew.min(lifetime / 2));
         let refresh_after = now + usable.mul_f64(settings.refresh_at.clamp(0.0, 1.0));
-        Self { token, expires_at: now + usable, refresh_after, refreshing: AtomicBool::new(false) }
+        Self {
+            token,
+            expires_at: now + usable,
+            refresh_after,
+            refreshing: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
+        }
+    }
+
+    /// True while the token may be used without asking the cache again: its refresh is not yet
+    /// due (so it has not expired either) and no upstream has refused it.
+    pub fn fresh(&self, now: Instant) -> bool {
+        now < self.refresh_after && !self.revoked.load(Ordering::Relaxed)
     }
 }
 

@@ -7,17 +7,20 @@
 mod token_client;
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 pub use token_client::TokenEndpoint;
 
 use crate::config::ONE_TIME_HEADER;
 use crate::headers::HeaderSink;
 use crate::identity::Identity;
-use crate::tokens::{SourceMetrics, TokenCache, TokenCacheSettings, TokenError};
+use crate::tokens::{CachedToken, SourceMetrics, TokenCache, TokenCacheSettings, TokenError};
 
 /// A token fetched with client credentials.
 pub struct ClientCredentials {
@@ -31,6 +34,58 @@ pub struct ClientCredentials {
     pub endpoint: Arc<TokenEndpoint>,
     /// Form parameters besides the client's own.
     pub params: Arc<Vec<(String, String)>>,
+    /// Put before the token in the header value (`Bearer ` for app authentication).
+    pub prefix: String,
+    /// The token this source served last, with its header value built. Every request of a
+    /// source wants the same token, so while that token is fresh a request takes it from here
+    /// without a cache lookup or building the header again.
+    current: ArcSwapOption<CurrentToken>,
+}
+
+struct CurrentToken {
+    token: Arc<CachedToken>,
+    header: HeaderValue,
+}
+
+impl ClientCredentials {
+    /// A source named `name` whose token `key` identifies in the cache.
+    pub fn new(
+        name: Arc<str>,
+        key: [u8; 32],
+        endpoint: TokenEndpoint,
+        params: Vec<(String, String)>,
+        prefix: String,
+    ) -> Self {
+        Self {
+            lookups: SourceMetrics::new(name.clone()),
+            name,
+            key,
+            endpoint: Arc::new(endpoint),
+            params: Arc::new(params),
+            prefix,
+            current: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The header value for this source's token, and the token, fetched through the cache when
+    /// the one kept from the last request is no longer fresh.
+    async fn header(
+        &self,
+        header: &HeaderName,
+        settings: TokenCacheSettings,
+        cache: &'static TokenCache,
+    ) -> Result<(HeaderValue, Arc<CachedToken>), CredentialError> {
+        if let Some(current) = &*self.current.load() {
+            if current.token.fresh(Instant::now()) {
+                self.lookups.count_hit();
+                return Ok((current.header.clone(), current.token.clone()));
+            }
+        }
+        let token = client_credentials(self, settings, cache).await?;
+        let value = header_value(&self.prefix, token.token.access_token.expose(), header)?;
+        self.current.store(Some(Arc::new(CurrentToken { token: token.clone(), header: value.clone() })));
+        Ok((value, token))
+    }
 }
 
 /// An RFC 8693 exchange of the caller's token.
@@ -119,11 +174,11 @@ pub enum CredentialError {
 /// Credentials resolved for one request.
 #[derive(Default)]
 pub struct Resolved {
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: SmallVec<[(HeaderName, HeaderValue); 2]>,
     forward_caller_authorization: bool,
     one_time: bool,
-    /// Cache keys of the tokens used (invalidated when the upstream answers 401).
-    pub token_keys: Vec<[u8; 32]>,
+    /// The cached tokens used, with their cache keys (dropped when the upstream answers 401).
+    pub tokens: SmallVec<[([u8; 32], Arc<CachedToken>); 1]>,
     /// The gateway put credentials of its own on the request.
     pub injected: bool,
 }
@@ -173,12 +228,9 @@ impl Outbound {
                 resolved.injected = true;
             }
             Some(AppAuth::ClientCredentials(source)) => {
-                let token = client_credentials(source, settings, cache).await?;
-                resolved.headers.push((
-                    http::header::AUTHORIZATION,
-                    header_value("Bearer ", token.expose(), &http::header::AUTHORIZATION)?,
-                ));
-                resolved.token_keys.push(source.key);
+                let (value, token) = source.header(&AUTHORIZATION, settings, cache).await?;
+                resolved.headers.push((http::header::AUTHORIZATION, value));
+                resolved.tokens.push((source.key, token));
                 resolved.injected = true;
             }
             Some(AppAuth::Passthrough) => resolved.forward_caller_authorization = true,
@@ -194,9 +246,9 @@ impl Outbound {
             let value = match &header.value {
                 OutboundValue::Static(value) => value.clone(),
                 OutboundValue::ServiceToken(source) => {
-                    let token = client_credentials(source, settings, cache).await?;
-                    resolved.token_keys.push(source.key);
-                    header_value(&header.prefix, token.expose(), &header.name)?
+                    let (value, token) = source.header(&header.name, settings, cache).await?;
+                    resolved.tokens.push((source.key, token));
+                    value
                 }
                 OutboundValue::CallerToken => {
                     let token = caller_token(request, identity).ok_or(CredentialError::NoCallerToken)?;
@@ -206,8 +258,10 @@ impl Outbound {
                     let subject = caller_token(request, identity).ok_or(CredentialError::NoCallerToken)?;
                     let (key, token) =
                         exchanged(exchange, subject, identity, &header.prefix, settings, cache).await?;
-                    resolved.token_keys.push(key);
-                    header_value(&header.prefix, token.expose(), &header.name)?
+                    let value =
+                        header_value(&header.prefix, token.token.access_token.expose(), &header.name)?;
+                    resolved.tokens.push((key, token));
+                    value
                 }
                 OutboundValue::Claim(claim) => match identity.and_then(|i| claim_value(i, claim)) {
                     Some(value) => header_value(&header.prefix, &value, &header.name)?,
@@ -263,10 +317,10 @@ async fn client_credentials(
     source: &ClientCredentials,
     settings: TokenCacheSettings,
     cache: &'static TokenCache,
-) -> Result<crate::config::Secret, CredentialError> {
+) -> Result<Arc<CachedToken>, CredentialError> {
     let endpoint = source.endpoint.clone();
     let params = source.params.clone();
-    let token = cache
+    cache
         .get(source.key, &source.lookups, settings, move || {
             let endpoint = endpoint.clone();
             let params = params.clone();
@@ -277,8 +331,7 @@ async fn client_credentials(
             }
         })
         .await
-        .map_err(|e| CredentialError::SourceDown(source.name.clone(), e))?;
-    Ok(token.token.access_token.clone())
+        .map_err(|e| CredentialError::SourceDown(source.name.clone(), e))
 }
 
 async fn exchanged(
@@ -288,7 +341,7 @@ async fn exchanged(
     prefix: &str,
     settings: TokenCacheSettings,
     cache: &'static TokenCache,
-) -> Result<([u8; 32], crate::config::Secret), CredentialError> {
+) -> Result<([u8; 32], Arc<CachedToken>), CredentialError> {
     // Per caller: the key mixes the exchange settings with the digest of the caller's token.
     let subject_digest: [u8; 32] = match identity.and_then(|i| i.token.as_ref()) {
         Some(token) => *token.digest(),
@@ -338,7 +391,7 @@ async fn exchanged(
             TokenError::BadResponse("token_type N_A cannot be sent as a bearer token".into()),
         ));
     }
-    Ok((key, token.token.access_token.clone()))
+    Ok((key, token))
 }
 
 /// A digest over the parts that define a token source (the secret included, so a new secret
@@ -380,6 +433,54 @@ mod tests {
             );
         }
         assert!(header_value("Bearer ", "abc", &name).unwrap().is_sensitive());
+    }
+
+    #[tokio::test]
+    async fn a_source_reuses_its_token_until_an_upstream_refuses_it() {
+        let cache: &'static TokenCache = Box::leak(Box::new(TokenCache::new(10)));
+        let settings = TokenCacheSettings {
+            skew: std::time::Duration::from_secs(30),
+            refresh_at: 0.8,
+            default_ttl: std::time::Duration::from_secs(300),
+            failure_backoff: std::time::Duration::from_secs(60),
+        };
+        // Nothing listens on port 9: once the token is gone from the cache, the fetch fails.
+        let endpoint = TokenEndpoint {
+            url: "http://127.0.0.1:9/token".into(),
+            client_id: "c".into(),
+            client_secret: crate::config::Secret::new("s".into()),
+            method: crate::config::ClientAuthMethod::ClientSecretBasic,
+            timeout: std::time::Duration::from_millis(200),
+        };
+        let key = source_key("client_credentials", &endpoint, &[]);
+        let source = ClientCredentials::new("t/app_auth".into(), key, endpoint, Vec::new(), "Bearer ".into());
+        let cached = cache
+            .get(key, &source.lookups, settings, || async {
+                Ok(crate::tokens::TokenResponse {
+                    access_token: crate::config::Secret::new("service-token".into()),
+                    token_type: Some("Bearer".into()),
+                    issued_token_type: None,
+                    expires_in: Some(std::time::Duration::from_secs(3600)),
+                })
+            })
+            .await
+            .unwrap();
+        let outbound = Outbound { app_auth: Some(AppAuth::ClientCredentials(source)), headers: Vec::new() };
+        let request = RequestHeader::build("POST", b"/mcp", None).unwrap();
+        for _ in 0..2 {
+            let resolved = outbound.resolve(&request, None, settings, cache).await.unwrap();
+            assert_eq!(resolved.headers[0].1, "Bearer service-token");
+            assert!(resolved.headers[0].1.is_sensitive());
+            assert!(Arc::ptr_eq(&resolved.tokens[0].1, &cached));
+        }
+        cache.invalidate(&key, &cached).await;
+        assert!(
+            matches!(
+                outbound.resolve(&request, None, settings, cache).await,
+                Err(CredentialError::SourceDown(_, _))
+            ),
+            "a refused token is never served again, not even from the source's own copy"
+        );
     }
 
     #[test]

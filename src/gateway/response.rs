@@ -92,8 +92,8 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
 fn refuse_rejected_credential(session: &Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) {
     if let (Some(credentials), Some(registry)) = (&ctx.credentials, &ctx.registry) {
         let cache = TokenCache::global(registry.token_capacity);
-        for key in credentials.token_keys.clone() {
-            tokio::spawn(async move { cache.invalidate(&key).await });
+        for (key, token) in credentials.tokens.clone() {
+            tokio::spawn(async move { cache.invalidate(&key, &token).await });
         }
     }
     tracing::warn!(server = ctx.server_name(), "the upstream answered 401 to the gateway's credential");

@@ -102,7 +102,7 @@ pub fn compile_outbound(
                 }
             },
             OutboundSourceConfig::ServiceToken(client) => {
-                client_credentials(client, label, base_dir, &at, errors, warnings)
+                client_credentials(client, label, prefix.clone(), base_dir, &at, errors, warnings)
                     .map(OutboundValue::ServiceToken)
             }
             OutboundSourceConfig::CallerToken {} | OutboundSourceConfig::TokenExchange(_)
@@ -230,10 +230,16 @@ fn compile_app_auth(
                 sensitive(format!("Basic {encoded}"), "password", errors)?,
             ))
         }
-        AppAuthConfig::Oauth2ClientCredentials(client) => {
-            client_credentials(client, format!("{server}/app_auth").into(), base_dir, at, errors, warnings)
-                .map(AppAuth::ClientCredentials)
-        }
+        AppAuthConfig::Oauth2ClientCredentials(client) => client_credentials(
+            client,
+            format!("{server}/app_auth").into(),
+            "Bearer ".to_owned(),
+            base_dir,
+            at,
+            errors,
+            warnings,
+        )
+        .map(AppAuth::ClientCredentials),
         AppAuthConfig::Passthrough {} => Some(AppAuth::Passthrough),
         AppAuthConfig::OneTime {} => Some(AppAuth::OneTime),
     }
@@ -276,9 +282,11 @@ fn endpoint(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn client_credentials(
     c: &TokenClientConfig,
     name: Arc<str>,
+    prefix: String,
     base_dir: &Path,
     at: &str,
     errors: &mut Vec<ConfigError>,
@@ -306,13 +314,7 @@ fn client_credentials(
         params.push(("resource".to_owned(), resource.clone()));
     }
     let key = source_key("client_credentials", &endpoint, &params);
-    Some(ClientCredentials {
-        lookups: SourceMetrics::new(name.clone()),
-        name,
-        key,
-        endpoint: Arc::new(endpoint),
-        params: Arc::new(params),
-    })
+    Some(ClientCredentials::new(name, key, endpoint, params, prefix))
 }
 
 fn token_exchange(
