@@ -379,11 +379,22 @@ async fn requests_are_logged_and_counted() {
     c.post(gateway.url("/gh")).body("{}").send().await.expect("send");
     c.get(gateway.url("/nowhere")).send().await.expect("send");
 
-    let metrics =
-        c.get(gateway.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains(r#"portcullis_requests_total{server="gh",status="200"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"portcullis_requests_total{server="none",status="404"} 1"#), "{metrics}");
-    assert!(metrics.contains("portcullis_upstream_response_seconds_bucket"), "{metrics}");
+    // A request is counted when it is logged, just after its response: wait for both counts.
+    let expected = [
+        r#"portcullis_requests_total{server="gh",status="200"} 1"#,
+        r#"portcullis_requests_total{server="none",status="404"} 1"#,
+        "portcullis_upstream_response_seconds_bucket",
+    ];
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics =
+            c.get(gateway.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        if expected.iter().all(|line| metrics.contains(line)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{expected:?} not all in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(c.get(gateway.admin_url("/healthz")).send().await.expect("healthz").status(), 200);
     assert_eq!(c.get(gateway.admin_url("/readyz")).send().await.expect("readyz").status(), 200);
 
