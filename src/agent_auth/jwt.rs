@@ -206,16 +206,16 @@ impl VerifiedTokens {
         }
     }
 
-    fn key(&self, token: &str) -> u64 {
+    fn key(&self, token: &[u8]) -> u64 {
         self.seed.hash_one(token)
     }
 
-    fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
-        self.entries.get(&self.key(token)).filter(|hit| same_text(hit.raw.expose(), token))
+    fn get(&self, token: &[u8]) -> Option<Arc<VerifiedToken>> {
+        self.entries.get(&self.key(token)).filter(|hit| same_bytes(hit.raw.expose().as_bytes(), token))
     }
 
     fn insert(&self, verified: Arc<VerifiedToken>) {
-        self.entries.insert(self.key(verified.raw.expose()), verified);
+        self.entries.insert(self.key(verified.raw.expose().as_bytes()), verified);
     }
 
     /// Forgets every token (the provider's keys changed).
@@ -224,10 +224,10 @@ impl VerifiedTokens {
     }
 }
 
-/// Equality of two texts that reads every byte whatever the first difference, so the time it takes
-/// says nothing about how much of a cached token a caller guessed.
-fn same_text(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// Equality that reads every byte whatever the first difference, so the time it takes says
+/// nothing about how much of a cached token a caller guessed.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 struct UntilExp;
@@ -298,11 +298,21 @@ impl JwtProvider {
         }
     }
 
-    /// Verifies a bearer token.
+    /// Verifies a bearer token, or finds it verified before.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, JwtRejection> {
-        if let Some(hit) = self.verified.get(token) {
-            return Ok(hit);
+        match self.remembered(token.as_bytes()) {
+            Some(hit) => Ok(hit),
+            None => self.verify_new(token).await,
         }
+    }
+
+    /// The token, when it was verified before and has not expired.
+    pub fn remembered(&self, token: &[u8]) -> Option<Arc<VerifiedToken>> {
+        self.verified.get(token)
+    }
+
+    /// Verifies a token that [`Self::remembered`] did not find, and remembers it.
+    pub async fn verify_new(&self, token: &str) -> Result<Arc<VerifiedToken>, JwtRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| JwtRejection::from_error(e.kind()))?;
         let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(JwtRejection::AlgorithmNotAllowed);
@@ -456,11 +466,11 @@ mod tests {
         let last = forged.len() - 1;
         forged[last] ^= 1;
         let forged = String::from_utf8(forged).unwrap();
-        p.verified.entries.insert(p.verified.key(&forged), verified.clone());
-        assert!(p.verified.get(&forged).is_none(), "an entry for another text is a miss");
+        p.verified.entries.insert(p.verified.key(forged.as_bytes()), verified.clone());
+        assert!(p.remembered(forged.as_bytes()).is_none(), "an entry for another text is a miss");
         assert!(p.verify(&forged).await.is_err(), "and the forged text is verified in full");
         assert!(Arc::ptr_eq(&verified, &p.verify(&token).await.unwrap()));
-        assert!(!same_text("abc", "abd") && !same_text("abc", "ab") && same_text("abc", "abc"));
+        assert!(!same_bytes(b"abc", b"abd") && !same_bytes(b"abc", b"ab") && same_bytes(b"abc", b"abc"));
         let expected: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         assert_eq!(verified.digest(), &expected, "the per-caller digest is the token's SHA-256");
     }

@@ -128,10 +128,17 @@ impl JwtCheck {
             return Err(AuthFailure::TokenInQuery);
         }
         let token = bearer_token(request).ok_or(AuthFailure::MissingToken)?;
-        let verified = self.provider.verify(token).await.map_err(|r| match r {
-            JwtRejection::KeysUnavailable => AuthFailure::Unavailable,
-            other => AuthFailure::InvalidToken(other),
-        })?;
+        // A token verified before is found by its bytes; only a new one is read as text.
+        let verified = match self.provider.remembered(token) {
+            Some(verified) => verified,
+            None => {
+                let token = header_text(token).ok_or(AuthFailure::MissingToken)?;
+                self.provider.verify_new(token).await.map_err(|r| match r {
+                    JwtRejection::KeysUnavailable => AuthFailure::Unavailable,
+                    other => AuthFailure::InvalidToken(other),
+                })?
+            }
+        };
         if !verified.has_scopes(&self.scopes) {
             return Err(AuthFailure::InsufficientScope);
         }
@@ -158,16 +165,25 @@ impl TrustedProxy {
 }
 
 /// The token of the single `Authorization: Bearer …` header, if well-formed.
-fn bearer_token(request: &RequestHeader) -> Option<&str> {
+fn bearer_token(request: &RequestHeader) -> Option<&[u8]> {
     let mut values = request.headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next()?;
     if values.next().is_some() {
         return None;
     }
-    let text = value.to_str().ok()?;
-    let (scheme, token) = text.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    let text = value.as_bytes();
+    let space = text.iter().position(|&b| b == b' ')?;
+    let token = text[space + 1..].trim_ascii();
+    (text[..space].eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The value as text when it is all visible ASCII (or tab), as `HeaderValue::to_str` has it.
+fn header_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 fn has_access_token_param(query: &str) -> bool {
@@ -188,14 +204,22 @@ mod tests {
 
     #[test]
     fn only_one_well_formed_bearer_header_counts() {
-        assert_eq!(bearer_token(&request(&[("authorization", "Bearer abc")], "/")), Some("abc"));
-        assert_eq!(bearer_token(&request(&[("authorization", "bearer  abc ")], "/")), Some("abc"));
+        assert_eq!(bearer_token(&request(&[("authorization", "Bearer abc")], "/")), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(&request(&[("authorization", "bearer  abc ")], "/")), Some(&b"abc"[..]));
         assert_eq!(bearer_token(&request(&[("authorization", "Basic abc")], "/")), None);
         assert_eq!(bearer_token(&request(&[("authorization", "Bearer")], "/")), None);
         assert_eq!(
             bearer_token(&request(&[("authorization", "Bearer a"), ("authorization", "Bearer b")], "/")),
             None
         );
+    }
+
+    #[test]
+    fn a_token_is_text_only_when_it_is_visible_ascii() {
+        assert_eq!(header_text(b"eyJ.a-b_c.d"), Some("eyJ.a-b_c.d"));
+        for bad in [&b"a\x00b"[..], b"a\x7fb", "é".as_bytes(), b"a\rb"] {
+            assert_eq!(header_text(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
