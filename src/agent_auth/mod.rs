@@ -179,11 +179,9 @@ fn bearer_token(request: &RequestHeader) -> Option<&[u8]> {
 
 /// The value as text when it is all visible ASCII (or tab), as `HeaderValue::to_str` has it.
 fn header_text(value: &[u8]) -> Option<&str> {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|text| text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)))
 }
 
 fn has_access_token_param(query: &str) -> bool {
