@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pingora::http::RequestHeader;
 use serde_json::json;
 
-use portcullis::agent_auth::{JwtProvider, JwtRules, KeySet, Keys};
+use portcullis::agent_auth::{JwtProvider, JwtRules, KeySet, Keys, VerifiedTokens};
 use portcullis::app_auth::{
     source_key, AppAuth, ClientCredentials, Outbound, OutboundHeader, OutboundValue, TokenEndpoint,
 };
@@ -46,7 +46,7 @@ fn provider(cache_size: u64) -> JwtProvider {
         },
         vec!["https://idp.bench".into()],
         Keys::Static(Arc::new(keys)),
-        JwtProvider::token_cache(cache_size),
+        VerifiedTokens::new(cache_size),
     )
 }
 

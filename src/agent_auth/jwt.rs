@@ -194,7 +194,7 @@ pub struct VerifiedTokens {
 }
 
 impl VerifiedTokens {
-    /// An empty cache bounded to `capacity` entries.
+    /// An empty cache bounded to `capacity` entries, each expiring at its token's `exp`.
     pub fn new(capacity: u64) -> Self {
         Self {
             // The key is already a well-mixed hash: Fx only spreads it for moka's table.
@@ -283,11 +283,6 @@ impl JwtProvider {
             keys,
             verified: cache,
         }
-    }
-
-    /// An empty verified-token cache bounded to `capacity` entries, each expiring at its token's `exp`.
-    pub fn token_cache(capacity: u64) -> VerifiedTokens {
-        VerifiedTokens::new(capacity)
     }
 
     /// The remote key set, when keys are fetched (to warm it at start).
@@ -414,7 +409,7 @@ mod tests {
             },
             vec![ISSUER.into()],
             Keys::Static(Arc::new(keys)),
-            JwtProvider::token_cache(100),
+            VerifiedTokens::new(100),
         )
     }
 

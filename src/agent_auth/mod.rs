@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
 pub use jwks::{JwksError, JwksTimings, KeySet, RemoteJwks};
-pub use jwt::{JwtProvider, JwtRejection, JwtRules, Keys, VerifiedToken};
+pub use jwt::{JwtProvider, JwtRejection, JwtRules, Keys, VerifiedToken, VerifiedTokens};
 pub use metadata::{is_quotable, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX};
 
 use crate::identity::Identity;

@@ -11,7 +11,7 @@ use jsonwebtoken::Algorithm;
 use super::fetch_url::check_fetch_url;
 use crate::agent_auth::{
     is_quotable, AgentAuth, JwksTimings, JwtCheck, JwtProvider, JwtRules, KeySet, Keys, RemoteJwks,
-    TrustedProxy,
+    TrustedProxy, VerifiedTokens,
 };
 use crate::config::{AgentAuthConfig, ConfigError, IdentityProviderConfig, JwtCheckConfig};
 
@@ -132,7 +132,7 @@ fn compile_provider(
     }
 
     let name: Arc<str> = name.into();
-    let cache = JwtProvider::token_cache(config.verified_token_cache_size);
+    let cache = VerifiedTokens::new(config.verified_token_cache_size);
     let keys = match (&config.jwks_url, &config.jwks_file, &config.jwks) {
         (Some(url), None, None) => {
             let risk = "anyone on the path can replace the signing keys";
