@@ -41,7 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::conn_timer::ConnectionTimer;
-use super::h1_framing::{content_length, final_coding_is_chunked, has_token, Framing};
+use super::h1_framing::{Framing, FramingFields};
 
 /// Most header lines accepted in one request head (Pingora's limit too).
 pub const MAX_HEADERS: usize = 256;
@@ -164,6 +164,7 @@ impl ClientConnection {
         let uri =
             Uri::from_maybe_shared(raw.slice(target)).map_err(|_| bad_request("invalid request target"))?;
         let mut headers = HeaderMap::with_capacity(self.fields.len());
+        let mut framing = FramingFields::default();
         for (name, value) in self.fields.drain(..) {
             let name = HeaderName::from_bytes(&raw[name]).map_err(|_| bad_request("invalid header name"))?;
             // SAFETY: httparse accepted this value, and the bytes it accepts in a field value
@@ -172,6 +173,7 @@ impl ClientConnection {
             // `every_byte_httparse_accepts_in_a_value_is_one_http_accepts` pins the equivalence,
             // and debug builds check each value anyway.
             let value = unsafe { HeaderValue::from_maybe_shared_unchecked(raw.slice(value)) };
+            framing.observe(&name, value.as_bytes());
             headers.append(name, value);
         }
         let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -184,11 +186,8 @@ impl ClientConnection {
         // authority parses, has no userinfo and matches Host).
         pingora::protocols::http::authority::validate_request_authority(&header)
             .map_err(|e| e.into_down())?;
-        let body = request_framing(&header)?;
-        let keepalive = match version {
-            Version::HTTP_11 => !has_token(&header.headers, header::CONNECTION, "close"),
-            _ => has_token(&header.headers, header::CONNECTION, "keep-alive"),
-        };
+        let body = request_framing(version, &framing)?;
+        let keepalive = framing.keeps_alive(version);
         Ok(Some(Box::new(RequestHead { header, raw, body, keepalive })))
     }
 
@@ -227,21 +226,20 @@ impl RequestHead {
 
 /// How a request's body is framed (RFC 9112 §6.3); an error for framing that could be read two
 /// ways.
-fn request_framing(header: &RequestHeader) -> Result<Framing> {
-    let headers = &header.headers;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if header.version == Version::HTTP_10 {
+fn request_framing(version: Version, fields: &FramingFields) -> Result<Framing> {
+    if fields.has_transfer_encoding() {
+        if version == Version::HTTP_10 {
             return Err(bad_request("transfer coding on an HTTP/1.0 request"));
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if fields.content_length() != Ok(None) {
             return Err(bad_request("both Content-Length and Transfer-Encoding"));
         }
-        if !final_coding_is_chunked(headers) {
+        if !fields.final_coding_is_chunked() {
             return Err(bad_request("final transfer coding is not chunked"));
         }
         return Ok(Framing::chunked());
     }
-    match content_length(headers) {
+    match fields.content_length() {
         Ok(Some(length)) => Ok(Framing::length(length)),
         Ok(None) => Ok(Framing::Done),
         Err(()) => Err(bad_request("invalid Content-Length")),
@@ -432,19 +430,19 @@ impl ClientRequest {
         if !self.body.is_done() {
             self.keepalive = false;
         }
-        let headers = &response.headers;
+        let framing = FramingFields::of(&response.headers);
         let no_body = self.header.method == Method::HEAD || matches!(response.status.as_u16(), 204 | 304);
-        let chunked = headers.contains_key(header::TRANSFER_ENCODING) && final_coding_is_chunked(headers);
+        let chunked = framing.final_coding_is_chunked();
         let chunked_to_http10 = chunked && self.header.version == Version::HTTP_10;
         self.out = if no_body {
             Out::Done
         } else if chunked && !chunked_to_http10 {
             Out::Chunked
-        } else if headers.contains_key(header::TRANSFER_ENCODING) || chunked_to_http10 {
+        } else if framing.has_transfer_encoding() {
             self.keepalive = false;
             Out::UntilClose
         } else {
-            match content_length(headers) {
+            match framing.content_length() {
                 Ok(Some(0)) => Out::Done,
                 Ok(Some(length)) => Out::Length(length),
                 Ok(None) => {

@@ -47,7 +47,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::downstream_h1::{ClientConnection, ClientRequest};
-use super::h1_framing::content_length;
+use super::h1_framing::FramingFields;
 use super::idle_pool::{IdlePool, UpstreamConnection};
 use super::upstream_h1::UpstreamResponse;
 use super::upstream_request::{BodyFraming, RequestFields};
@@ -386,12 +386,13 @@ fn body_framing(request: &RequestHeader, body: Option<&Bytes>) -> BodyFraming {
             BodyFraming::None
         }
         Some(body) => BodyFraming::Length(body.len() as u64),
-        None => match content_length(&request.headers) {
-            Ok(Some(length)) if !request.headers.contains_key(http::header::TRANSFER_ENCODING) => {
-                BodyFraming::Length(length)
+        None => {
+            let fields = FramingFields::of(&request.headers);
+            match fields.content_length() {
+                Ok(Some(length)) if !fields.has_transfer_encoding() => BodyFraming::Length(length),
+                _ => BodyFraming::Chunked,
             }
-            _ => BodyFraming::Chunked,
-        },
+        }
     }
 }
 
@@ -399,15 +400,17 @@ fn body_framing(request: &RequestHeader, body: Option<&Bytes>) -> BodyFraming {
 /// (what pingora-proxy does for HTTP/1.0-style upstream responses).
 fn frame_response(header: &mut ResponseHeader, request: &RequestHeader, no_body_left: bool) -> Result<()> {
     let no_body = request.method == http::Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
-    if !no_body
-        && !no_body_left
-        && !header.headers.contains_key(http::header::TRANSFER_ENCODING)
-        && !header.headers.contains_key(http::header::CONTENT_LENGTH)
-    {
+    if !no_body && !no_body_left && !has_length_or_coding(&header.headers) {
         header.set_version(http::Version::HTTP_11);
         header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
     Ok(())
+}
+
+/// True when the fields frame the body by a length or a transfer coding. (One pass over the
+/// fields costs less than looking up the two names.)
+fn has_length_or_coding(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|name| name == http::header::TRANSFER_ENCODING || name == http::header::CONTENT_LENGTH)
 }
 
 /// Writes `bytes` and flushes, within the peer's write timeout.

@@ -4,7 +4,7 @@
 //! error means on its side (a 400 to the client, a 502 for the upstream).
 
 use bytes::{Buf, BytesMut};
-use http::{header, HeaderMap, HeaderName};
+use http::{header, HeaderMap, HeaderName, Version};
 
 /// Largest trailer section accepted after a chunked body.
 pub const MAX_TRAILER_BYTES: usize = 64 * 1024;
@@ -144,38 +144,95 @@ fn split_up_to(buf: &mut BytesMut, left: u64) -> BytesMut {
     buf.split_to(take)
 }
 
-/// True when a comma-separated header (e.g. `Connection`) lists `token`.
-pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+/// What the framing rules read from a message's header fields (RFC 9112 §6.3, §9.3), gathered in
+/// one pass: each parser feeds it the fields as it builds the header map, and a header map built
+/// elsewhere is read with [`FramingFields::of`]. (Looking each field up by name instead cost
+/// about a hundred instructions a lookup, and a proxied exchange made over a dozen of them.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramingFields {
+    /// `Content-Length`: `None` when absent; an error when a value is not a number or two
+    /// values differ (a list of equal values is one length, as RFC 9110 §8.6 allows).
+    content_length: Result<Option<u64>, ()>,
+    transfer_encoding: bool,
+    /// The last transfer coding named is `chunked`.
+    final_chunked: bool,
+    connection_close: bool,
+    connection_keep_alive: bool,
 }
 
-/// True when the last transfer coding named is `chunked`.
-pub fn final_coding_is_chunked(headers: &HeaderMap) -> bool {
-    let last_value = headers.get_all(header::TRANSFER_ENCODING).iter().next_back();
-    last_value
-        .and_then(|value| value.as_bytes().rsplit(|&b| b == b',').next())
-        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The message's `Content-Length`: `None` when absent; an error when a value is not a number or
-/// two values differ (a list of equal values is one length, as RFC 9110 §8.6 allows).
-pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let parsed = decimal(item.trim_ascii()).ok_or(())?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(());
-            }
-            length = Some(parsed);
+impl Default for FramingFields {
+    fn default() -> Self {
+        Self {
+            content_length: Ok(None),
+            transfer_encoding: false,
+            final_chunked: false,
+            connection_close: false,
+            connection_keep_alive: false,
         }
     }
-    Ok(length)
+}
+
+impl FramingFields {
+    /// The framing fields of a header map.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut fields = Self::default();
+        for (name, value) in headers {
+            fields.observe(name, value.as_bytes());
+        }
+        fields
+    }
+
+    /// Takes note of one header field, in the order the message carries them.
+    pub fn observe(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::CONTENT_LENGTH {
+            self.observe_length(value);
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            // Only the last value's last coding counts: each value replaces the verdict.
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.final_chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONNECTION {
+            for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.connection_close |= option.eq_ignore_ascii_case(b"close");
+                self.connection_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+
+    fn observe_length(&mut self, value: &[u8]) {
+        for item in value.split(|&b| b == b',') {
+            self.content_length = match (self.content_length, decimal(item.trim_ascii())) {
+                (Ok(None), Some(parsed)) => Ok(Some(parsed)),
+                (Ok(Some(seen)), Some(parsed)) if seen == parsed => Ok(Some(seen)),
+                _ => Err(()),
+            };
+        }
+    }
+
+    /// The message's `Content-Length`: `None` when absent; an error when a value is not a
+    /// number or two values differ.
+    pub fn content_length(&self) -> Result<Option<u64>, ()> {
+        self.content_length
+    }
+
+    /// True when the message names a transfer coding.
+    pub fn has_transfer_encoding(&self) -> bool {
+        self.transfer_encoding
+    }
+
+    /// True when the last transfer coding named is `chunked`.
+    pub fn final_coding_is_chunked(&self) -> bool {
+        self.transfer_encoding && self.final_chunked
+    }
+
+    /// True when the sender of a message of `version` keeps the connection open after it:
+    /// HTTP/1.1 unless `Connection` lists `close`, HTTP/1.0 only when it lists `keep-alive`.
+    pub fn keeps_alive(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_11 => !self.connection_close,
+            _ => self.connection_keep_alive && !self.connection_close,
+        }
+    }
 }
 
 /// `digits` as a decimal number: ASCII digits only (no sign, no space), at least one, and no
@@ -196,12 +253,16 @@ fn decimal(digits: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn length_of(values: &[&str]) -> Result<Option<u64>, ()> {
+    fn fields_of(fields: &[(HeaderName, &str)]) -> FramingFields {
         let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append(header::CONTENT_LENGTH, value.parse().unwrap());
+        for (name, value) in fields {
+            headers.append(name.clone(), value.parse().unwrap());
         }
-        content_length(&headers)
+        FramingFields::of(&headers)
+    }
+
+    fn length_of(values: &[&str]) -> Result<Option<u64>, ()> {
+        fields_of(&values.iter().map(|v| (header::CONTENT_LENGTH, *v)).collect::<Vec<_>>()).content_length()
     }
 
     #[test]
@@ -219,5 +280,30 @@ mod tests {
             assert_eq!(length_of(bad), Err(()), "{bad:?}");
         }
         assert_eq!(length_of(&["18446744073709551616"]), Err(()));
+    }
+
+    #[test]
+    fn only_the_last_transfer_coding_decides_whether_a_body_is_chunked() {
+        let te = header::TRANSFER_ENCODING;
+        assert!(!fields_of(&[]).has_transfer_encoding());
+        assert!(fields_of(&[(te.clone(), "chunked")]).final_coding_is_chunked());
+        assert!(fields_of(&[(te.clone(), "gzip, Chunked ")]).final_coding_is_chunked());
+        assert!(fields_of(&[(te.clone(), "gzip"), (te.clone(), "chunked")]).final_coding_is_chunked());
+        let not_last = fields_of(&[(te.clone(), "chunked"), (te.clone(), "gzip")]);
+        assert!(not_last.has_transfer_encoding() && !not_last.final_coding_is_chunked());
+        assert!(!fields_of(&[(te, "chunked, gzip")]).final_coding_is_chunked());
+    }
+
+    #[test]
+    fn connection_options_decide_keep_alive_by_version() {
+        let c = header::CONNECTION;
+        let keeps = |fields: &[(HeaderName, &str)], version| fields_of(fields).keeps_alive(version);
+        assert!(keeps(&[], Version::HTTP_11));
+        assert!(!keeps(&[], Version::HTTP_10));
+        assert!(!keeps(&[(c.clone(), "Upgrade, CLOSE")], Version::HTTP_11));
+        assert!(!keeps(&[(c.clone(), "te"), (c.clone(), " close")], Version::HTTP_11));
+        assert!(keeps(&[(c.clone(), "Keep-Alive")], Version::HTTP_10));
+        assert!(!keeps(&[(c.clone(), "keep-alive, close")], Version::HTTP_10));
+        assert!(!keeps(&[(c, "keep-alive-ish")], Version::HTTP_10));
     }
 }

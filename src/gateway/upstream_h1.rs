@@ -8,15 +8,17 @@
 //! round 4). The framing rules are RFC 9112 §6.3, as Pingora and nginx apply them.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
+use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 
-use super::h1_framing::{content_length, final_coding_is_chunked, has_token, Framing};
+use super::h1_framing::{Framing, FramingFields};
 use super::idle_pool::UpstreamConnection;
 
 /// Most header lines accepted in one response head (Pingora's limit too).
@@ -49,9 +51,8 @@ impl UpstreamResponse {
     pub async fn read_head(&mut self, request_method: &Method) -> Result<ResponseHeader> {
         let mut informational = 0;
         loop {
-            match parse_head(&self.conn.buf)? {
+            match parse_head(&mut self.conn.buf)? {
                 Some(head) => {
-                    self.conn.buf.advance(head.length);
                     let status = head.header.status;
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(bad_head("unrequested 101 response"));
@@ -63,7 +64,7 @@ impl UpstreamResponse {
                         }
                         continue;
                     }
-                    return self.frame(head.header, request_method);
+                    return self.frame(head, request_method);
                 }
                 None if self.conn.buf.len() > MAX_HEAD_BYTES => {
                     return Err(bad_head("upstream response head too large"));
@@ -85,30 +86,27 @@ impl UpstreamResponse {
     }
 
     /// Decides the body's framing and the connection's reuse from the final head.
-    fn frame(&mut self, mut header: ResponseHeader, request_method: &Method) -> Result<ResponseHeader> {
-        let headers = &header.headers;
-        self.keepalive = match header.version {
-            Version::HTTP_11 => !has_token(headers, header::CONNECTION, "close"),
-            _ => has_token(headers, header::CONNECTION, "keep-alive"),
-        };
+    fn frame(&mut self, head: Head, request_method: &Method) -> Result<ResponseHeader> {
+        let Head { mut header, framing, .. } = head;
+        self.keepalive = framing.keeps_alive(header.version);
         let no_body = *request_method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
         self.body = if no_body {
             Framing::Done
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        } else if framing.has_transfer_encoding() {
             // A length next to a transfer coding is ignored and not forwarded, and the connection
             // is not reused: the two framings disagree about where the next response starts.
-            if headers.contains_key(header::CONTENT_LENGTH) {
+            if framing.content_length() != Ok(None) {
                 self.keepalive = false;
                 header.remove_header(&header::CONTENT_LENGTH);
             }
-            if final_coding_is_chunked(&header.headers) {
+            if framing.final_coding_is_chunked() {
                 Framing::chunked()
             } else {
                 self.keepalive = false;
                 Framing::UntilClose
             }
         } else {
-            match content_length(headers) {
+            match framing.content_length() {
                 Ok(Some(length)) => Framing::length(length),
                 Ok(None) => {
                     self.keepalive = false;
@@ -171,14 +169,15 @@ impl UpstreamResponse {
     }
 }
 
-/// A complete response head and how many bytes it took.
+/// A complete response head and its framing fields.
 struct Head {
     header: ResponseHeader,
-    length: usize,
+    framing: FramingFields,
 }
 
-/// Parses a response head at the start of `buf`; `None` while it is incomplete.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
+/// Parses a response head at the start of `buf` and takes it off; `None` while it is
+/// incomplete. The header values share the head's bytes instead of each being copied.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -197,21 +196,38 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or_else(|| bad_head("invalid upstream status code"))?;
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let base = buf.as_ptr() as usize;
+    let mut framing = FramingFields::default();
+    let mut fields: SmallVec<[(HeaderName, Range<usize>); 16]> = SmallVec::new();
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| bad_head("invalid upstream header name"))?;
-        let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| bad_head("invalid upstream header value"))?;
-        headers.append(name, value);
+        framing.observe(&name, field.value);
+        let start = field.value.as_ptr() as usize - base;
+        fields.push((name, start..start + field.value.len()));
+    }
+    // Kept only when it is not the status's usual one (as Pingora does), without a copy else.
+    let reason = response.reason.filter(|r| Some(*r) != status.canonical_reason()).map(str::to_owned);
+
+    let raw = buf.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields.drain(..) {
+        // SAFETY: httparse accepted this value, and the bytes it accepts in a field value (tab,
+        // 0x20-0x7E, 0x80-0xFF) are exactly those `HeaderValue` allows (see
+        // `every_byte_httparse_accepts_in_a_response_value_is_one_http_accepts`; debug builds
+        // check each value anyway).
+        headers.append(name, unsafe { HeaderValue::from_maybe_shared_unchecked(raw.slice(value)) });
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
-    parts.version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    parts.version = version;
     parts.headers = headers;
     let mut header = ResponseHeader::from(parts);
-    header.set_reason_phrase(response.reason)?;
-    Ok(Some(Head { header, length }))
+    if reason.is_some() {
+        header.set_reason_phrase(reason.as_deref())?;
+    }
+    Ok(Some(Head { header, framing }))
 }
 
 fn closed_inside_body() -> Box<Error> {
@@ -431,5 +447,40 @@ mod tests {
     async fn a_silent_upstream_is_a_read_timeout() {
         let got = read(Method::POST, &[b"HTTP/1.1 200 OK\r\n"], false).await;
         assert_eq!(error_type(&got.head), Some(ErrorType::ReadTimedout));
+    }
+
+    #[test]
+    fn every_byte_httparse_accepts_in_a_response_value_is_one_http_accepts() {
+        for byte in 0..=255u8 {
+            let mut sent = b"HTTP/1.1 200 OK\r\nX-Probe: a".to_vec();
+            sent.extend_from_slice(&[byte, b'b']);
+            sent.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\nnext");
+            let valid = HeaderValue::from_bytes(&[b'a', byte, b'b']).is_ok();
+            let mut buf = BytesMut::from(&sent[..]);
+            match parse_head(&mut buf) {
+                Ok(Some(head)) => {
+                    assert!(valid, "byte {byte:#04x} was accepted but is not a valid header value byte");
+                    let value = head.header.headers.get("x-probe").expect("the probe header");
+                    assert_eq!(value.as_bytes(), [b'a', byte, b'b']);
+                    assert_eq!(head.header.headers["content-length"], "0");
+                    assert_eq!(&buf[..], b"next", "only the head is taken off the buffer");
+                }
+                // CR and LF end the field early; anything else refused must be a byte http refuses.
+                Err(e) if e.etype() == &ErrorType::InvalidHTTPHeader => {
+                    assert!(!valid || byte == b'\r' || byte == b'\n', "byte {byte:#04x} was refused")
+                }
+                other => panic!("byte {byte:#04x}: {:?}", other.map(|h| h.is_some())),
+            }
+        }
+    }
+
+    #[test]
+    fn a_reason_phrase_is_forwarded_as_the_upstream_sent_it() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 404 Gone Fishing\r\n\r\n"[..]);
+        let head = parse_head(&mut buf).expect("parses").expect("complete");
+        assert_eq!(head.header.get_reason_phrase(), Some("Gone Fishing"));
+        let mut buf = BytesMut::from(&b"HTTP/1.1 404 Not Found\r\n\r\n"[..]);
+        let head = parse_head(&mut buf).expect("parses").expect("complete");
+        assert_eq!(head.header.get_reason_phrase(), Some("Not Found"));
     }
 }
