@@ -41,7 +41,6 @@ use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::time::fast_timeout::fast_timeout;
-use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, OkOrErr, Result};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -52,6 +51,7 @@ use super::idle_pool::{IdlePool, UpstreamConnection};
 use super::upstream_h1::UpstreamResponse;
 use super::upstream_request::{BodyFraming, RequestFields};
 use super::{logging, request, response, upstream, Gateway, RequestCtx};
+use crate::upstream::PreparedPeer;
 
 /// Request bodies with a `Content-Length` up to this size are read whole before the upstream
 /// request is written (MCP messages are small); larger or chunked bodies are streamed.
@@ -220,7 +220,9 @@ impl GatewayApp {
         }
         let framing = body_framing(session.req_header(), body.as_ref());
         let mut attempts = 0;
-        let mut fresh_on: Option<Box<HttpPeer>> = None;
+        let mut fresh_on: Option<Arc<PreparedPeer>> = None;
+        let connect_timeout = upstream::connect_timeout(ctx);
+        let io_timeout = upstream::io_timeout(ctx);
         loop {
             attempts += 1;
             let fresh = fresh_on.is_some();
@@ -229,15 +231,15 @@ impl GatewayApp {
                 None => upstream::peer(ctx)?,
             };
             let connected = if fresh {
-                self.pool.connect(&peer).await.map(|conn| (conn, false))
+                self.pool.connect(&peer, connect_timeout).await.map(|conn| (conn, false))
             } else {
-                self.pool.get(&peer).await
+                self.pool.get(&peer, connect_timeout).await
             };
             let (conn, reused) = match connected {
                 Ok(connected) => connected,
                 Err(mut e) => {
                     e.as_up();
-                    let e = self.gateway.fail_to_connect(session, &peer, ctx, e);
+                    let e = self.gateway.fail_to_connect(session, &peer.peer, ctx, e);
                     if e.retry() && attempts < self.max_retries {
                         continue;
                     }
@@ -254,7 +256,7 @@ impl GatewayApp {
             };
             ctx.upstream_sent_at = Some(Instant::now());
 
-            match self.exchange(session, ctx, &peer, conn, wire, streamed).await {
+            match self.exchange(session, ctx, io_timeout, conn, wire, streamed).await {
                 Ok(upstream) => {
                     release(&self.pool, upstream, &peer);
                     return Ok(());
@@ -282,20 +284,20 @@ impl GatewayApp {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        peer: &HttpPeer,
+        timeout: Option<Duration>,
         mut conn: UpstreamConnection,
         wire: BytesMut,
         streamed: Option<BodyFraming>,
     ) -> Result<UpstreamResponse, Failure> {
-        write_with_timeout(&mut conn.stream, &wire, peer).await.map_err(Failure::before_response)?;
+        write_with_timeout(&mut conn.stream, &wire, timeout).await.map_err(Failure::before_response)?;
         if let Some(framing) = streamed {
             let chunked = framing == BodyFraming::Chunked;
-            stream_request_body(&mut conn.stream, session, peer, chunked)
+            stream_request_body(&mut conn.stream, session, timeout, chunked)
                 .await
                 .map_err(Failure::before_response)?;
         }
 
-        let mut upstream = UpstreamResponse::new(conn, peer.options.read_timeout);
+        let mut upstream = UpstreamResponse::new(conn, timeout);
         let mut header = upstream
             .read_head(&session.req_header().method)
             .await
@@ -413,13 +415,13 @@ fn has_length_or_coding(headers: &http::HeaderMap) -> bool {
     headers.keys().any(|name| name == http::header::TRANSFER_ENCODING || name == http::header::CONTENT_LENGTH)
 }
 
-/// Writes `bytes` and flushes, within the peer's write timeout.
-async fn write_with_timeout(stream: &mut Stream, bytes: &[u8], peer: &HttpPeer) -> Result<()> {
+/// Writes `bytes` and flushes, within `timeout`.
+async fn write_with_timeout(stream: &mut Stream, bytes: &[u8], timeout: Option<Duration>) -> Result<()> {
     let write = async {
         stream.write_all(bytes).await?;
         stream.flush().await
     };
-    let written = match peer.options.write_timeout {
+    let written = match timeout {
         Some(limit) => {
             fast_timeout(limit, write).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
         }
@@ -440,7 +442,7 @@ async fn write_with_timeout(stream: &mut Stream, bytes: &[u8], peer: &HttpPeer) 
 async fn stream_request_body(
     stream: &mut Stream,
     session: &mut Session,
-    peer: &HttpPeer,
+    timeout: Option<Duration>,
     chunked: bool,
 ) -> Result<()> {
     while let Some(chunk) =
@@ -454,13 +456,13 @@ async fn stream_request_body(
             framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
             framed.extend_from_slice(&chunk);
             framed.extend_from_slice(b"\r\n");
-            write_with_timeout(stream, &framed, peer).await?;
+            write_with_timeout(stream, &framed, timeout).await?;
         } else {
-            write_with_timeout(stream, &chunk, peer).await?;
+            write_with_timeout(stream, &chunk, timeout).await?;
         }
     }
     if chunked {
-        write_with_timeout(stream, b"0\r\n\r\n", peer).await?;
+        write_with_timeout(stream, b"0\r\n\r\n", timeout).await?;
     }
     Ok(())
 }
@@ -508,7 +510,7 @@ async fn stream_body(
 }
 
 /// Returns the upstream connection to the pool when its response was read to the end.
-fn release(pool: &IdlePool, upstream: UpstreamResponse, peer: &HttpPeer) {
+fn release(pool: &IdlePool, upstream: UpstreamResponse, peer: &PreparedPeer) {
     if let Some(conn) = upstream.into_reusable() {
         pool.put(conn, peer);
     }

@@ -24,12 +24,13 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::Stream;
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::Peer;
 use pingora::Result;
 use rustc_hash::FxHashMap;
 use tokio::io::AsyncReadExt;
 
 use super::conn_timer::ConnectionTimer;
+use crate::upstream::PreparedPeer;
 
 /// Most read-buffer room an idle connection keeps (a normal read reserves 16 KiB).
 const KEPT_READ_BUFFER: usize = 32 * 1024;
@@ -77,23 +78,36 @@ impl IdlePool {
         Self { connector: TransportConnector::new(Some(options)), max_idle: max_idle.max(1) }
     }
 
-    /// An idle connection to `peer` if one is open, else a new one; `true` when reused.
-    pub async fn get(&self, peer: &HttpPeer) -> Result<(UpstreamConnection, bool)> {
+    /// An idle connection to `peer` if one is open, else a new one made within `timeout`;
+    /// `true` when reused.
+    pub async fn get(
+        &self,
+        peer: &PreparedPeer,
+        timeout: Option<Duration>,
+    ) -> Result<(UpstreamConnection, bool)> {
         match take(peer) {
             Some(conn) => Ok((conn, true)),
-            None => Ok((self.connect(peer).await?, false)),
+            None => Ok((self.connect(peer, timeout).await?, false)),
         }
     }
 
-    /// Always a new connection.
-    pub async fn connect(&self, peer: &HttpPeer) -> Result<UpstreamConnection> {
-        Ok(self.connector.new_stream(peer).await?.into())
+    /// Always a new connection, made within `timeout`.
+    pub async fn connect(
+        &self,
+        peer: &PreparedPeer,
+        timeout: Option<Duration>,
+    ) -> Result<UpstreamConnection> {
+        // The prepared peer is shared and carries no timeouts: a new connection is rare enough
+        // to afford a copy with the server's.
+        let mut peer = peer.peer.clone();
+        peer.options.connection_timeout = timeout;
+        Ok(self.connector.new_stream(&peer).await?.into())
     }
 
     /// Keeps `conn`, whose last exchange with `peer` ended cleanly, for the next request.
     /// Whether it is still open is checked when it is taken, not here: the upstream can close it
     /// at any time in between, so one check, at the last moment, is the one that counts.
-    pub fn put(&self, mut conn: UpstreamConnection, peer: &HttpPeer) {
+    pub fn put(&self, mut conn: UpstreamConnection, peer: &PreparedPeer) {
         if conn.buf.capacity() > KEPT_READ_BUFFER {
             // A large response head's room is not kept while the connection idles.
             conn.buf = BytesMut::new();
@@ -102,7 +116,7 @@ impl IdlePool {
         let now = Instant::now();
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let stack = idle.entry(peer.reuse_hash()).or_default();
+            let stack = idle.entry(peer.reuse_hash).or_default();
             while stack.len() >= self.max_idle
                 || stack.front().is_some_and(|oldest| now.duration_since(oldest.since) > limit)
             {
@@ -113,16 +127,16 @@ impl IdlePool {
     }
 }
 
-fn idle_timeout(peer: &HttpPeer) -> Duration {
-    peer.idle_timeout().unwrap_or(DEFAULT_IDLE_TIMEOUT)
+fn idle_timeout(peer: &PreparedPeer) -> Duration {
+    peer.peer.idle_timeout().unwrap_or(DEFAULT_IDLE_TIMEOUT)
 }
 
 /// The most recent open idle connection to `peer`; closed and expired ones are dropped.
-fn take(peer: &HttpPeer) -> Option<UpstreamConnection> {
+fn take(peer: &PreparedPeer) -> Option<UpstreamConnection> {
     let limit = idle_timeout(peer);
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let stack = idle.get_mut(&peer.reuse_hash())?;
+        let stack = idle.get_mut(&peer.reuse_hash)?;
         while let Some(mut newest) = stack.pop_back() {
             if newest.since.elapsed() > limit {
                 // Everything below it is older still.
@@ -150,6 +164,7 @@ fn still_open(stream: &mut Stream) -> bool {
 mod tests {
     use super::*;
     use pingora::protocols::l4::stream::Stream as L4Stream;
+    use std::sync::Arc;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -160,8 +175,8 @@ mod tests {
         (Box::new(L4Stream::from(client)), server)
     }
 
-    fn peer() -> HttpPeer {
-        HttpPeer::new("127.0.0.1:9", false, String::new())
+    fn peer() -> Arc<PreparedPeer> {
+        crate::upstream::Upstream::from_url("http://127.0.0.1:9", None, true).expect("an IP URL").peer()
     }
 
     #[tokio::test]

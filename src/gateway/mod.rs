@@ -77,7 +77,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        upstream::peer(ctx)
+        upstream::peer_with_timeouts(ctx)
     }
 
     fn fail_to_connect(

@@ -1,20 +1,21 @@
 //! `upstream_peer`, `fail_to_connect` and `upstream_request_filter`: where the request goes and
 //! what it looks like when it leaves.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
-use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{Error, ErrorType, Result};
 
 use super::{RequestCtx, MCP_SESSION_ID};
 use crate::headers::HeaderSink;
 use crate::metrics::Metrics;
+use crate::upstream::PreparedPeer;
 
 /// The peer for this attempt, from an address resolved when the config loaded (no DNS here).
-pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+pub fn peer(ctx: &mut RequestCtx) -> Result<Arc<PreparedPeer>> {
     let server = ctx
         .server()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
@@ -25,25 +26,35 @@ pub fn peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every replica was tried"))?,
     };
     let upstream = server.upstreams[index].clone();
-    let read_timeout = if ctx.stream_capable { server.stream_idle_timeout } else { server.read_timeout };
-    let connect_timeout = server.connect_timeout;
-
-    let mut peer = HttpPeer::new(upstream.addr(), upstream.tls, upstream.sni.clone());
-    peer.options.connection_timeout = Some(connect_timeout);
-    peer.options.read_timeout = Some(read_timeout);
-    peer.options.write_timeout = Some(read_timeout);
-    peer.options.verify_cert = upstream.verify_tls;
-    peer.options.verify_hostname = upstream.verify_tls;
-    // HTTP/2 requests go through pingora-proxy, whose standard policy strips the hop-by-hop headers
-    // and those `Connection` names (the HTTP/1 driver does the same itself); MCP has no upgrades.
-    peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+    let peer = upstream.peer();
     ctx.tried |= 1 << index;
     // Count the request against the replica it is on now (for least-connections).
     upstream.track(true);
     if let Some(previous) = ctx.upstream.replace(upstream) {
         previous.track(false);
     }
-    Ok(Box::new(peer))
+    Ok(peer)
+}
+
+/// How long a read or write of the upstream may wait: the server's stream idle timeout for a
+/// request that may get an event stream, its read timeout otherwise.
+pub fn io_timeout(ctx: &RequestCtx) -> Option<Duration> {
+    let server = ctx.server()?;
+    Some(if ctx.stream_capable { server.stream_idle_timeout } else { server.read_timeout })
+}
+
+/// The server's connect timeout.
+pub fn connect_timeout(ctx: &RequestCtx) -> Option<Duration> {
+    ctx.server().map(|server| server.connect_timeout)
+}
+
+/// The peer for pingora-proxy's HTTP/2 path: the prepared one with the server's timeouts.
+pub fn peer_with_timeouts(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    let mut peer = Box::new(peer(ctx)?.peer.clone());
+    peer.options.connection_timeout = connect_timeout(ctx);
+    peer.options.read_timeout = io_timeout(ctx);
+    peer.options.write_timeout = io_timeout(ctx);
+    Ok(peer)
 }
 
 /// A failed connect is retried on another replica while there is one not yet tried (nothing was
