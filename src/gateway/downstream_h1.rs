@@ -23,10 +23,12 @@
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use crossbeam_utils::atomic::AtomicCell;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 use pingora::protocols::http::custom::server::Session as CustomSession;
@@ -38,7 +40,6 @@ use pingora::protocols::{Digest, Stream};
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use super::conn_timer::ConnectionTimer;
 use super::h1_framing::{Framing, FramingFields};
@@ -261,13 +262,26 @@ enum Out {
     Done,
 }
 
+/// Where a finished request leaves its connection for the next request: one slot for the
+/// connection's life, filled and emptied by atomic swaps (a channel per request cost an
+/// allocation and ~400 instructions).
+#[derive(Default)]
+pub struct HandBack(AtomicCell<Option<Box<ClientConnection>>>);
+
+impl HandBack {
+    /// The connection a finished request left, if it left one.
+    pub fn take(&self) -> Option<Box<ClientConnection>> {
+        self.0.take()
+    }
+}
+
 /// One request on a client connection, as the gateway's phases see it through Pingora's
 /// `Session`. When it finishes with the connection still usable, the connection is handed back
-/// through the channel given to [`ClientRequest::new`].
+/// through the [`HandBack`] given to [`ClientRequest::new`].
 pub struct ClientRequest {
-    conn: ClientConnection,
-    header: RequestHeader,
-    raw_head: Bytes,
+    /// The connection; `None` once handed back.
+    conn: Option<Box<ClientConnection>>,
+    head: Box<RequestHead>,
     body: Framing,
     body_empty: bool,
     body_bytes_read: usize,
@@ -281,35 +295,35 @@ pub struct ClientRequest {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     total_drain_timeout: Option<Duration>,
-    hand_back: Option<oneshot::Sender<ClientConnection>>,
+    hand_back: Arc<HandBack>,
 }
 
 impl ClientRequest {
     /// The request whose head `head` is, on `conn`; `hand_back` receives the connection if it
     /// may carry another request once this one is finished.
-    pub fn new(
-        conn: ClientConnection,
-        head: Box<RequestHead>,
-        hand_back: oneshot::Sender<ClientConnection>,
-    ) -> Self {
+    pub fn new(conn: Box<ClientConnection>, head: Box<RequestHead>, hand_back: Arc<HandBack>) -> Self {
         Self {
-            conn,
-            header: head.header,
-            raw_head: head.raw,
+            conn: Some(conn),
             body_empty: head.body.is_done(),
             body: head.body,
+            keepalive: head.keepalive,
+            head,
             body_bytes_read: 0,
             retry_buffer: None,
             retry_truncated: false,
-            keepalive: head.keepalive,
             response: None,
             out: Out::NotStarted,
             body_bytes_sent: 0,
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
             write_timeout: None,
             total_drain_timeout: None,
-            hand_back: Some(hand_back),
+            hand_back,
         }
+    }
+
+    /// The connection, or an error once it has been handed back.
+    fn conn(&mut self) -> Result<&mut ClientConnection> {
+        self.conn.as_deref_mut().ok_or_else(handed_back)
     }
 
     /// Closes the connection after this request's response (the process is stopping).
@@ -319,9 +333,11 @@ impl ClientRequest {
 
     /// One read of the client socket into the buffer, within the read timeout; 0 at its end.
     async fn fill(&mut self) -> Result<usize> {
-        self.conn.buf.reserve(READ_SIZE);
-        let read = self.conn.stream.read_buf(&mut self.conn.buf);
-        let read = match self.read_timeout {
+        let limit = self.read_timeout;
+        let conn = self.conn()?;
+        conn.buf.reserve(READ_SIZE);
+        let read = conn.stream.read_buf(&mut conn.buf);
+        let read = match limit {
             Some(limit) => fast_timeout(limit, read).await.map_err(|_| {
                 Error::explain(ErrorType::ReadTimedout, "waiting for the request body").into_down()
             })?,
@@ -333,6 +349,7 @@ impl ClientRequest {
     /// Writes `bytes` (after anything pending) and flushes, within the write timeout.
     async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         let Self { conn, write_timeout, .. } = self;
+        let conn = conn.as_deref_mut().ok_or_else(handed_back)?;
         let write = async {
             if !conn.pending.is_empty() {
                 conn.stream.write_all(&conn.pending).await?;
@@ -364,7 +381,7 @@ impl ClientRequest {
     /// owns (the upstream's own are not forwarded) and without a transfer coding an HTTP/1.0
     /// client would not understand.
     fn serialize_head(&mut self, response: &ResponseHeader, chunked_to_http10: bool) -> Result<()> {
-        let pending = &mut self.conn.pending;
+        let pending = &mut self.conn.as_deref_mut().ok_or_else(handed_back)?.pending;
         pending.reserve(256);
         // Piece by piece rather than `write!`: the formatting machinery cost more than the rest
         // of the status line.
@@ -397,7 +414,7 @@ impl ClientRequest {
             pending.extend_from_slice(b"\r\n");
             if !self.keepalive {
                 pending.extend_from_slice(b"Connection: close\r\n");
-            } else if self.header.version == Version::HTTP_10 {
+            } else if self.head.header.version == Version::HTTP_10 {
                 pending.extend_from_slice(b"Connection: keep-alive\r\n");
             }
         }
@@ -415,7 +432,7 @@ impl ClientRequest {
                     Error::explain(ErrorType::InternalError, "upgrades are not supported").into_down()
                 );
             }
-            if self.out != Out::NotStarted || self.header.version == Version::HTTP_10 {
+            if self.out != Out::NotStarted || self.head.header.version == Version::HTTP_10 {
                 return Ok(());
             }
             self.serialize_head(&response, false)?;
@@ -431,9 +448,10 @@ impl ClientRequest {
             self.keepalive = false;
         }
         let framing = FramingFields::of(&response.headers);
-        let no_body = self.header.method == Method::HEAD || matches!(response.status.as_u16(), 204 | 304);
+        let no_body =
+            self.head.header.method == Method::HEAD || matches!(response.status.as_u16(), 204 | 304);
         let chunked = framing.final_coding_is_chunked();
-        let chunked_to_http10 = chunked && self.header.version == Version::HTTP_10;
+        let chunked_to_http10 = chunked && self.head.header.version == Version::HTTP_10;
         self.out = if no_body {
             Out::Done
         } else if chunked && !chunked_to_http10 {
@@ -482,7 +500,7 @@ impl ClientRequest {
                 if !data.is_empty() {
                     tracing::debug!("a body for a response that has none was not sent");
                 }
-                return if end && !self.conn.pending.is_empty() { self.send(&[]).await } else { Ok(()) };
+                return if end && self.has_pending() { self.send(&[]).await } else { Ok(()) };
             }
             Out::Length(left) => {
                 if data.len() as u64 > left {
@@ -495,24 +513,24 @@ impl ClientRequest {
                 }
                 let left = left - data.len() as u64;
                 self.out = if left == 0 { Out::Done } else { Out::Length(left) };
-                if !self.conn.pending.is_empty() && data.len() <= COALESCE_LIMIT {
-                    self.conn.pending.extend_from_slice(&data);
+                if self.has_pending() && data.len() <= COALESCE_LIMIT {
+                    self.conn()?.pending.extend_from_slice(&data);
                     return self.send(&[]).await;
                 }
                 self.send(&data).await?;
             }
             Out::Chunked => {
                 if !data.is_empty() {
-                    let _ = write!(self.conn.pending, "{:x}\r\n", data.len());
+                    let _ = write!(self.conn()?.pending, "{:x}\r\n", data.len());
                     if data.len() <= COALESCE_LIMIT {
-                        self.conn.pending.extend_from_slice(&data);
+                        self.conn()?.pending.extend_from_slice(&data);
                     } else {
                         self.send(&data).await?;
                     }
-                    self.conn.pending.extend_from_slice(b"\r\n");
+                    self.conn()?.pending.extend_from_slice(b"\r\n");
                 }
                 if end {
-                    self.conn.pending.extend_from_slice(b"0\r\n\r\n");
+                    self.conn()?.pending.extend_from_slice(b"0\r\n\r\n");
                     self.out = Out::Done;
                 }
                 self.send(&[]).await?;
@@ -527,66 +545,52 @@ impl ClientRequest {
     /// Ends the response: flushes what is pending and, when the exchange is complete and the
     /// client wants it, hands the connection back for the next request.
     async fn finish_exchange(&mut self) -> Result<()> {
-        if !self.conn.pending.is_empty() {
+        if self.conn.is_none() {
+            return Ok(());
+        }
+        if self.has_pending() {
             self.send(&[]).await?;
         }
         if self.out == Out::UntilClose {
-            let _ = self.conn.stream.shutdown().await;
+            let _ = self.conn()?.stream.shutdown().await;
             self.out = Out::Done;
             self.keepalive = false;
         }
         let reusable = self.keepalive && self.out == Out::Done && self.body.is_done();
-        if let (true, Some(hand_back)) = (reusable, self.hand_back.take()) {
-            // Everything the request held goes now: the session around it lives as long as the
-            // connection, and an idle connection should keep nothing of its last request (nor
-            // its head's bytes, so that the next read reuses the buffer).
-            let mut spent = std::mem::replace(self, Self::spent());
-            if spent.conn.pending.capacity() > KEPT_WRITE_BUFFER {
+        if let (true, Some(mut conn)) = (reusable, self.conn.take()) {
+            // The request is dropped only when the next one replaces it, and an idle connection
+            // should hold nothing of it: the head's bytes go now (so that the next read reuses
+            // the buffer they share), as does the response (whose values share the upstream
+            // connection's buffer).
+            self.head.release_bytes();
+            self.response = None;
+            self.retry_buffer = None;
+            if conn.pending.capacity() > KEPT_WRITE_BUFFER {
                 // A large response's room is not kept while the connection idles.
-                spent.conn.pending = BytesMut::new();
+                conn.pending = BytesMut::new();
             }
-            let _ = hand_back.send(spent.conn);
+            self.hand_back.0.store(Some(conn));
         }
         Ok(())
     }
 
-    /// What is left of a request once its connection has been handed back: no connection, no
-    /// head, no response.
-    fn spent() -> Self {
-        Self {
-            conn: ClientConnection::detached(),
-            header: RequestHeader::from(http::Request::new(()).into_parts().0),
-            raw_head: Bytes::new(),
-            body: Framing::Done,
-            body_empty: true,
-            body_bytes_read: 0,
-            retry_buffer: None,
-            retry_truncated: false,
-            keepalive: false,
-            response: None,
-            out: Out::Done,
-            body_bytes_sent: 0,
-            read_timeout: None,
-            write_timeout: None,
-            total_drain_timeout: None,
-            hand_back: None,
-        }
+    /// True when serialized response bytes wait to be written.
+    fn has_pending(&self) -> bool {
+        self.conn.as_ref().is_some_and(|conn| !conn.pending.is_empty())
     }
 }
 
-impl ClientConnection {
-    /// What is left in a finished request once its connection has been handed back: an empty
-    /// stream that reads as closed and discards writes.
-    fn detached() -> Self {
-        Self {
-            stream: Box::new(std::io::Cursor::new(Vec::new())),
-            buf: BytesMut::new(),
-            digest: Digest::default(),
-            fields: Vec::new(),
-            head_timer: ConnectionTimer::default(),
-            pending: BytesMut::new(),
-        }
+impl RequestHead {
+    /// Lets go of the head's bytes (the target and the header values share them), leaving an
+    /// empty head that allocates nothing.
+    fn release_bytes(&mut self) {
+        self.header = RequestHeader::from(http::Request::new(()).into_parts().0);
+        self.raw = Bytes::new();
     }
+}
+
+fn handed_back() -> Box<Error> {
+    Error::explain(ErrorType::ConnectionClosed, "the connection was handed to the next request").into_down()
 }
 
 fn bad_request(what: impl Into<pingora::ImmutStr>) -> Box<Error> {
@@ -596,16 +600,17 @@ fn bad_request(what: impl Into<pingora::ImmutStr>) -> Box<Error> {
 #[async_trait]
 impl CustomSession for ClientRequest {
     fn req_header(&self) -> &RequestHeader {
-        &self.header
+        &self.head.header
     }
 
     fn req_header_mut(&mut self) -> &mut RequestHeader {
-        &mut self.header
+        &mut self.head.header
     }
 
     async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         loop {
-            let piece = self.body.take(&mut self.conn.buf).map_err(|why| {
+            let conn = self.conn.as_deref_mut().ok_or_else(handed_back)?;
+            let piece = self.body.take(&mut conn.buf).map_err(|why| {
                 self.keepalive = false;
                 Error::explain(ErrorType::InvalidHTTPHeader, why).into_down()
             })?;
@@ -715,8 +720,9 @@ impl CustomSession for ClientRequest {
     }
 
     fn request_summary(&self) -> String {
-        let host = self.header.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-        format!("{} {}, Host: {host}", self.header.method, self.header.uri)
+        let request = &self.head.header;
+        let host = request.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        format!("{} {}, Host: {host}", request.method, request.uri)
     }
 
     fn response_written(&self) -> Option<&ResponseHeader> {
@@ -725,7 +731,9 @@ impl CustomSession for ClientRequest {
 
     async fn shutdown(&mut self, _code: u32, _ctx: &str) {
         self.keepalive = false;
-        let _ = self.conn.stream.shutdown().await;
+        if let Some(conn) = self.conn.as_deref_mut() {
+            let _ = conn.stream.shutdown().await;
+        }
     }
 
     fn is_body_done(&mut self) -> bool {
@@ -746,8 +754,9 @@ impl CustomSession for ClientRequest {
         if !no_body_expected && !self.body.is_done() {
             return self.read_body_bytes().await;
         }
-        self.conn.buf.reserve(READ_SIZE);
-        let read = self.conn.stream.read_buf(&mut self.conn.buf).await.map_err(|e| {
+        let conn = self.conn()?;
+        conn.buf.reserve(READ_SIZE);
+        let read = conn.stream.read_buf(&mut conn.buf).await.map_err(|e| {
             self.keepalive = false;
             Error::because(ErrorType::ReadError, "client connection while idle", e).into_down()
         })?;
@@ -771,23 +780,23 @@ impl CustomSession for ClientRequest {
     }
 
     fn digest(&self) -> Option<&Digest> {
-        Some(&self.conn.digest)
+        Some(&self.conn.as_deref()?.digest)
     }
 
     fn digest_mut(&mut self) -> Option<&mut Digest> {
-        Some(&mut self.conn.digest)
+        Some(&mut self.conn.as_deref_mut()?.digest)
     }
 
     fn client_addr(&self) -> Option<&SocketAddr> {
-        self.conn.digest.socket_digest.as_ref()?.peer_addr()
+        self.conn.as_deref()?.digest.socket_digest.as_ref()?.peer_addr()
     }
 
     fn server_addr(&self) -> Option<&SocketAddr> {
-        self.conn.digest.socket_digest.as_ref()?.local_addr()
+        self.conn.as_deref()?.digest.socket_digest.as_ref()?.local_addr()
     }
 
     fn pseudo_raw_h1_request_header(&self) -> Bytes {
-        self.raw_head.clone()
+        self.head.raw.clone()
     }
 
     fn enable_retry_buffering(&mut self) {
@@ -854,23 +863,23 @@ mod tests {
 
     /// A request read off a fresh connection, the receiver it hands its connection back to, and
     /// the client's end.
-    async fn read_request(sent: &[u8]) -> (ClientRequest, oneshot::Receiver<ClientConnection>, UnixStream) {
+    async fn read_request(sent: &[u8]) -> (ClientRequest, Arc<HandBack>, UnixStream) {
         let (mut conn, mut client) = connection();
         client.write_all(sent).await.expect("write");
         let head = conn.read_head(Duration::from_secs(2)).await.expect("readable").expect("a request");
-        let (hand_back, handed_back) = oneshot::channel();
-        (ClientRequest::new(conn, head, hand_back), handed_back, client)
+        let hand_back = Arc::new(HandBack::default());
+        (ClientRequest::new(Box::new(conn), head, hand_back.clone()), hand_back, client)
     }
 
     /// Everything the client received once the request (and any connection it handed back) is
     /// gone, and whether the connection was handed back.
     async fn received(
         request: ClientRequest,
-        mut handed_back: oneshot::Receiver<ClientConnection>,
+        handed_back: Arc<HandBack>,
         mut client: UnixStream,
     ) -> (String, bool) {
         drop(request);
-        let reused = handed_back.try_recv().is_ok();
+        let reused = handed_back.take().is_some();
         let mut wire = Vec::new();
         tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut wire))
             .await
@@ -903,7 +912,7 @@ mod tests {
     async fn a_handed_back_connection_keeps_a_small_write_buffer_but_not_a_large_one() {
         let big = "x".repeat(COALESCE_LIMIT);
         for (body, kept) in [("{}".to_owned(), true), (big, false)] {
-            let (mut request, mut handed_back, _client) =
+            let (mut request, handed_back, _client) =
                 read_request(b"GET /mcp HTTP/1.1\r\nHost: gw\r\n\r\n").await;
             let length = body.len().to_string();
             request
@@ -912,10 +921,20 @@ mod tests {
                 .unwrap();
             request.write_body(Bytes::from(body), true).await.unwrap();
             CustomSession::finish(&mut request).await.unwrap();
-            let conn = handed_back.try_recv().expect("handed back");
+            let conn = handed_back.take().expect("handed back");
             assert!(conn.pending.is_empty(), "everything was written");
             assert_eq!(conn.pending.capacity() > 0, kept, "room kept for the next response");
         }
+    }
+
+    #[tokio::test]
+    async fn a_handed_back_connection_can_reuse_the_room_its_request_head_took() {
+        let (mut request, handed_back, _client) =
+            read_request(b"GET /mcp HTTP/1.1\r\nHost: gw\r\nX-Trace: abc\r\n\r\n").await;
+        respond(&mut request, response(204, &[]), &[]).await.unwrap();
+        let mut conn = handed_back.take().expect("handed back");
+        assert!(request.req_header().headers.is_empty(), "the finished request keeps nothing of its head");
+        assert!(conn.buf.try_reclaim(READ_SIZE), "nothing else holds the read buffer");
     }
 
     #[tokio::test]

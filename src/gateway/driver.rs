@@ -43,9 +43,8 @@ use pingora::server::ShutdownWatch;
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, OkOrErr, Result};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
 
-use super::downstream_h1::{ClientConnection, ClientRequest};
+use super::downstream_h1::{ClientConnection, ClientRequest, HandBack};
 use super::h1_framing::FramingFields;
 use super::idle_pool::{IdlePool, UpstreamConnection};
 use super::upstream_h1::UpstreamResponse;
@@ -89,7 +88,8 @@ impl ServerApp for GatewayApp {
             return ServerApp::process_new(&self.h2, stream, shutdown).await;
         }
         let mut shutdown = shutdown.clone();
-        let mut next = Some(ClientConnection::new(stream));
+        let mut next = Some(Box::new(ClientConnection::new(stream)));
+        let hand_back = Arc::new(HandBack::default());
         // One proxy session for the connection's life, built at its first request: only the
         // client request inside it changes from one request to the next.
         let mut session: Option<Session> = None;
@@ -115,8 +115,7 @@ impl ServerApp for GatewayApp {
                 conn.refuse(405).await;
                 return None;
             }
-            let (hand_back, mut handed_back) = oneshot::channel();
-            let mut request = ClientRequest::new(conn, head, hand_back);
+            let mut request = ClientRequest::new(conn, head, hand_back.clone());
             if *shutdown.borrow() || crate::drain::is_draining() {
                 // Answer what is in flight, then close: the process is stopping or draining.
                 request.close_after_response();
@@ -130,7 +129,7 @@ impl ServerApp for GatewayApp {
                 None => session.insert(proxy_session(request)),
             };
             self.serve(session).await;
-            next = handed_back.try_recv().ok();
+            next = hand_back.take();
         }
         None
     }
