@@ -343,6 +343,10 @@ async fn read_small_body(session: &mut Session) -> Result<Option<Bytes>> {
                 joined.extend_from_slice(&chunk);
             }
         }
+        // Known without another read (each costs a boxed future through Pingora's session).
+        if downstream.is_body_done() {
+            break;
+        }
     }
     Ok(Some(whole.unwrap_or_else(|| joined.freeze())))
 }
@@ -476,7 +480,12 @@ async fn stream_body(
 ) -> Result<()> {
     let mut watch_downstream = true;
     loop {
-        let read = if watch_downstream {
+        // A body already in the buffer (a small answer usually arrives with its head) is
+        // forwarded without setting up the race below.
+        let buffered = upstream.read_buffered()?;
+        let read = if buffered.is_some() || upstream.is_body_done() {
+            Ok(buffered)
+        } else if watch_downstream {
             tokio::select! {
                 biased;
                 // Cancel-safe: a read that loses the race has consumed nothing.

@@ -145,6 +145,13 @@ impl UpstreamResponse {
         }
     }
 
+    /// The next piece of the body when the buffer already holds it: no read and no wait.
+    /// `None` when the body is done or a read is needed ([`UpstreamResponse::read_body`]).
+    pub fn read_buffered(&mut self) -> Result<Option<Bytes>> {
+        let piece = self.body.take(&mut self.conn.buf).map_err(bad_chunk)?;
+        Ok((!piece.is_empty()).then(|| piece.freeze()))
+    }
+
     /// The connection, when its response was read to the end and it may carry another request.
     pub fn into_reusable(self) -> Option<UpstreamConnection> {
         (self.keepalive && self.body == Framing::Done && self.conn.buf.is_empty()).then_some(self.conn)
@@ -482,5 +489,20 @@ mod tests {
         let mut buf = BytesMut::from(&b"HTTP/1.1 404 Not Found\r\n\r\n"[..]);
         let head = parse_head(&mut buf).expect("parses").expect("complete");
         assert_eq!(head.header.get_reason_phrase(), Some("Not Found"));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_came_with_the_head_is_read_without_waiting() {
+        let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        theirs.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345").await.expect("write");
+        let stream: pingora::protocols::Stream = Box::new(pingora::protocols::l4::stream::Stream::from(ours));
+        let mut upstream = UpstreamResponse::new(stream.into(), Some(Duration::from_millis(200)));
+        upstream.read_head(&Method::POST).await.expect("head");
+        assert_eq!(upstream.read_buffered().expect("framed").as_deref(), Some(&b"12345"[..]));
+        assert!(upstream.read_buffered().expect("framed").is_none(), "the rest has not arrived");
+        assert!(!upstream.is_body_done());
+        theirs.write_all(b"67890").await.expect("write");
+        assert_eq!(upstream.read_body().await.expect("body").as_deref(), Some(&b"67890"[..]));
+        assert!(upstream.is_body_done());
     }
 }
