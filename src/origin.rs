@@ -25,18 +25,14 @@ impl OriginPolicy {
     /// True when a request may proceed. `loopback_listener`: the request arrived on a loopback
     /// socket, where a foreign `Host` or `Origin` is the signature of DNS rebinding.
     /// `public_host` is the host of `public_url`, always accepted.
-    pub fn allows(&self, request: &RequestHeader, loopback_listener: bool, public_host: &str) -> bool {
+    pub fn allows(&self, request: &OriginFields<'_>, loopback_listener: bool, public_host: &str) -> bool {
         if loopback_listener {
-            let host = request
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| request.uri.host());
+            let host = request.host.and_then(|h| h.to_str().ok()).or(request.target_host);
             if !host.is_some_and(|h| is_local_or(host_part(h), public_host)) {
                 return false;
             }
         }
-        let Some(origin) = request.headers.get(http::header::ORIGIN) else { return true };
+        let Some(origin) = request.origin else { return true };
         let Ok(origin) = origin.to_str() else { return false };
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
         if !self.allowed.is_empty() {
@@ -47,6 +43,28 @@ impl OriginPolicy {
             return host.is_some_and(|h| is_local_or(&h, public_host));
         }
         true
+    }
+}
+
+/// The request fields the origin check reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OriginFields<'a> {
+    /// The first `Host` value.
+    pub host: Option<&'a HeaderValue>,
+    /// The host of an absolute-form target.
+    pub target_host: Option<&'a str>,
+    /// The first `Origin` value.
+    pub origin: Option<&'a HeaderValue>,
+}
+
+impl<'a> OriginFields<'a> {
+    /// The fields of `request`, each looked up by name.
+    pub fn of(request: &'a RequestHeader) -> Self {
+        Self {
+            host: request.headers.get(http::header::HOST),
+            target_host: request.uri.host(),
+            origin: request.headers.get(http::header::ORIGIN),
+        }
     }
 }
 
@@ -113,30 +131,53 @@ mod tests {
     #[test]
     fn an_allow_list_admits_only_its_origins() {
         let policy = OriginPolicy::new(&["https://app.example.com/".into()]);
-        assert!(policy.allows(&req(&[("origin", "https://APP.example.com")]), false, "gw"));
-        assert!(!policy.allows(&req(&[("origin", "https://evil.example")]), false, "gw"));
-        assert!(policy.allows(&req(&[]), false, "gw"), "non-browser clients send no Origin");
+        assert!(policy.allows(
+            &OriginFields::of(&req(&[("origin", "https://APP.example.com")])),
+            false,
+            "gw"
+        ));
+        assert!(!policy.allows(&OriginFields::of(&req(&[("origin", "https://evil.example")])), false, "gw"));
+        assert!(
+            policy.allows(&OriginFields::of(&req(&[])), false, "gw"),
+            "non-browser clients send no Origin"
+        );
     }
 
     #[test]
     fn a_loopback_listener_refuses_foreign_hosts_and_origins() {
         let policy = OriginPolicy::default();
-        assert!(policy.allows(&req(&[("host", "127.0.0.1:8080")]), true, "mcp.example.com"));
         assert!(policy.allows(
-            &req(&[("host", "localhost:8080"), ("origin", "http://localhost:3000")]),
+            &OriginFields::of(&req(&[("host", "127.0.0.1:8080")])),
+            true,
+            "mcp.example.com"
+        ));
+        assert!(policy.allows(
+            &OriginFields::of(&req(&[("host", "localhost:8080"), ("origin", "http://localhost:3000")])),
             true,
             "x"
         ));
-        assert!(policy.allows(&req(&[("host", "[::1]:8080")]), true, "x"));
-        assert!(policy.allows(&req(&[("host", "mcp.example.com")]), true, "mcp.example.com"));
-        assert!(!policy.allows(&req(&[("host", "evil.example:8080")]), true, "mcp.example.com"));
+        assert!(policy.allows(&OriginFields::of(&req(&[("host", "[::1]:8080")])), true, "x"));
+        assert!(policy.allows(
+            &OriginFields::of(&req(&[("host", "mcp.example.com")])),
+            true,
+            "mcp.example.com"
+        ));
         assert!(!policy.allows(
-            &req(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")]),
+            &OriginFields::of(&req(&[("host", "evil.example:8080")])),
+            true,
+            "mcp.example.com"
+        ));
+        assert!(!policy.allows(
+            &OriginFields::of(&req(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")])),
             true,
             "x"
         ));
         assert!(
-            policy.allows(&req(&[("host", "evil.example"), ("origin", "https://evil.example")]), false, "x"),
+            policy.allows(
+                &OriginFields::of(&req(&[("host", "evil.example"), ("origin", "https://evil.example")])),
+                false,
+                "x"
+            ),
             "public listeners accept any origin without a list"
         );
     }

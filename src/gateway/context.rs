@@ -12,10 +12,14 @@ use crate::routes::RouteMatch;
 use crate::sse_endpoint::EndpointRewriter;
 use crate::upstream::Upstream;
 
+use super::request_facts::RequestFacts;
+
 /// Per-request state.
 pub struct RequestCtx {
     /// When the request arrived.
     pub started: Instant,
+    /// What the phases read from the client's header fields.
+    pub facts: RequestFacts,
     /// The registry snapshot this request runs on, start to end.
     pub registry: Option<Arc<Registry>>,
     /// The matched route.
@@ -60,6 +64,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
+            facts: RequestFacts::default(),
             registry: None,
             route: None,
             identity: None,

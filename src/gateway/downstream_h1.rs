@@ -43,6 +43,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn_timer::ConnectionTimer;
 use super::h1_framing::{Framing, FramingFields};
+use super::request_facts::RequestFacts;
 
 /// Most header lines accepted in one request head (Pingora's limit too).
 pub const MAX_HEADERS: usize = 256;
@@ -165,7 +166,7 @@ impl ClientConnection {
         let uri =
             Uri::from_maybe_shared(raw.slice(target)).map_err(|_| bad_request("invalid request target"))?;
         let mut headers = HeaderMap::with_capacity(self.fields.len());
-        let mut framing = FramingFields::default();
+        let mut facts = RequestFacts::default();
         for (name, value) in self.fields.drain(..) {
             let name = HeaderName::from_bytes(&raw[name]).map_err(|_| bad_request("invalid header name"))?;
             // SAFETY: httparse accepted this value, and the bytes it accepts in a field value
@@ -174,7 +175,7 @@ impl ClientConnection {
             // `every_byte_httparse_accepts_in_a_value_is_one_http_accepts` pins the equivalence,
             // and debug builds check each value anyway.
             let value = unsafe { HeaderValue::from_maybe_shared_unchecked(raw.slice(value)) };
-            framing.observe(&name, value.as_bytes());
+            facts.observe(&name, &value);
             headers.append(name, value);
         }
         let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -187,9 +188,9 @@ impl ClientConnection {
         // authority parses, has no userinfo and matches Host).
         pingora::protocols::http::authority::validate_request_authority(&header)
             .map_err(|e| e.into_down())?;
-        let body = request_framing(version, &framing)?;
-        let keepalive = framing.keeps_alive(version);
-        Ok(Some(Box::new(RequestHead { header, raw, body, keepalive })))
+        let body = request_framing(version, &facts.framing)?;
+        let keepalive = facts.framing.keeps_alive(version);
+        Ok(Some(Box::new(RequestHead { header, raw, body, keepalive, facts })))
     }
 
     /// Answers a request that could not be read with `status` and an empty body, and closes.
@@ -216,12 +217,18 @@ pub struct RequestHead {
     raw: Bytes,
     body: Framing,
     keepalive: bool,
+    facts: RequestFacts,
 }
 
 impl RequestHead {
     /// The parsed head.
     pub fn header(&self) -> &RequestHeader {
         &self.header
+    }
+
+    /// What the phases read from the head's fields, gathered while it was parsed.
+    pub fn take_facts(&mut self) -> RequestFacts {
+        std::mem::take(&mut self.facts)
     }
 }
 
@@ -585,6 +592,7 @@ impl RequestHead {
     /// empty head that allocates nothing.
     fn release_bytes(&mut self) {
         self.header = RequestHeader::from(http::Request::new(()).into_parts().0);
+        self.facts = RequestFacts::default();
         self.raw = Bytes::new();
     }
 }

@@ -47,6 +47,7 @@ use tokio::io::AsyncWriteExt;
 use super::downstream_h1::{ClientConnection, ClientRequest, HandBack};
 use super::h1_framing::FramingFields;
 use super::idle_pool::{IdlePool, UpstreamConnection};
+use super::request_facts::RequestFacts;
 use super::upstream_h1::UpstreamResponse;
 use super::upstream_request::{BodyFraming, RequestFields};
 use super::{logging, request, response, upstream, Gateway, RequestCtx};
@@ -100,7 +101,7 @@ impl ServerApp for GatewayApp {
                 // An idle kept-alive connection is closed when the process starts to stop.
                 _ = shutdown.changed() => return None,
             };
-            let head = match read {
+            let mut head = match read {
                 Ok(Some(head)) => head,
                 Ok(None) => return None,
                 Err(e) => {
@@ -115,6 +116,7 @@ impl ServerApp for GatewayApp {
                 conn.refuse(405).await;
                 return None;
             }
+            let facts = head.take_facts();
             let mut request = ClientRequest::new(conn, head, hand_back.clone());
             if *shutdown.borrow() || crate::drain::is_draining() {
                 // Answer what is in flight, then close: the process is stopping or draining.
@@ -128,7 +130,7 @@ impl ServerApp for GatewayApp {
                 }
                 None => session.insert(proxy_session(request)),
             };
-            self.serve(session).await;
+            self.serve(session, facts).await;
             next = hand_back.take();
         }
         None
@@ -175,8 +177,9 @@ impl Failure {
 impl GatewayApp {
     /// Serves one request. When the exchange completes cleanly (an error answered in full
     /// counts), the client session hands its connection back for the next request.
-    async fn serve(&self, session: &mut Session) {
+    async fn serve(&self, session: &mut Session, facts: RequestFacts) {
         let mut ctx = self.gateway.new_ctx();
+        ctx.facts = facts;
         let outcome = match request::route(&self.gateway, session, &mut ctx).await {
             Ok(true) => Ok(()),
             Ok(false) => self.proxy(session, &mut ctx).await,
@@ -207,17 +210,17 @@ impl GatewayApp {
     async fn proxy(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         // The gateway reads the body itself, so it tells a client waiting for permission to go
         // ahead (as nginx does); the expectation is not forwarded.
-        if expects_continue(session.req_header()) {
+        if ctx.facts.expects_continue {
             session.as_downstream_mut().write_continue_response().await.map_err(|e| e.into_down())?;
         }
         // A body read whole is kept once, here, for a resend and for error answers; a streamed
         // one keeps its start in Pingora's retry buffer for error answers.
-        let body = read_small_body(session).await?;
+        let body = read_small_body(session, &ctx.facts.framing).await?;
         match &body {
             Some(body) => ctx.request_body = Some(body.clone()),
             None => session.as_downstream_mut().enable_retry_buffering(),
         }
-        let framing = body_framing(session.req_header(), body.as_ref());
+        let framing = body_framing(session.req_header(), &ctx.facts.framing, body.as_ref());
         let mut attempts = 0;
         let mut fresh_on: Option<Arc<PreparedPeer>> = None;
         let connect_timeout = upstream::connect_timeout(ctx);
@@ -316,18 +319,15 @@ impl GatewayApp {
 
 /// Reads the request body whole when it is empty or has a `Content-Length` within
 /// [`BUFFERED_BODY_LIMIT`]; `None` when it must be streamed.
-async fn read_small_body(session: &mut Session) -> Result<Option<Bytes>> {
+async fn read_small_body(session: &mut Session, framing: &FramingFields) -> Result<Option<Bytes>> {
     let downstream = session.as_downstream_mut();
     if downstream.is_body_empty() {
         return Ok(Some(Bytes::new()));
     }
-    let request = downstream.req_header();
-    let small = request.headers.get(http::header::TRANSFER_ENCODING).is_none()
-        && request
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .is_some_and(|length| length <= BUFFERED_BODY_LIMIT);
+    let small = !framing.has_transfer_encoding()
+        && framing
+            .content_length()
+            .is_ok_and(|length| length.is_some_and(|l| l <= BUFFERED_BODY_LIMIT as u64));
     if !small {
         return Ok(None);
     }
@@ -351,14 +351,6 @@ async fn read_small_body(session: &mut Session) -> Result<Option<Bytes>> {
     Ok(Some(whole.unwrap_or_else(|| joined.freeze())))
 }
 
-/// `Expect: 100-continue` on the request.
-fn expects_continue(request: &RequestHeader) -> bool {
-    request
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
 /// The upstream request head: the fields the phase decides (`upstream::upstream_fields`, as for
 /// HTTP/2), written straight to bytes.
 fn request_head(
@@ -379,7 +371,7 @@ fn request_head(
 /// How the request body goes upstream: a body read whole with its exact length (an empty one
 /// with none, unless the method carries a body), a streamed one with the client's length when it
 /// gave one, chunked otherwise.
-fn body_framing(request: &RequestHeader, body: Option<&Bytes>) -> BodyFraming {
+fn body_framing(request: &RequestHeader, fields: &FramingFields, body: Option<&Bytes>) -> BodyFraming {
     match body {
         Some(body)
             if body.is_empty()
@@ -391,13 +383,10 @@ fn body_framing(request: &RequestHeader, body: Option<&Bytes>) -> BodyFraming {
             BodyFraming::None
         }
         Some(body) => BodyFraming::Length(body.len() as u64),
-        None => {
-            let fields = FramingFields::of(&request.headers);
-            match fields.content_length() {
-                Ok(Some(length)) if !fields.has_transfer_encoding() => BodyFraming::Length(length),
-                _ => BodyFraming::Chunked,
-            }
-        }
+        None => match fields.content_length() {
+            Ok(Some(length)) if !fields.has_transfer_encoding() => BodyFraming::Length(length),
+            _ => BodyFraming::Chunked,
+        },
     }
 }
 

@@ -27,6 +27,7 @@ mod idle_pool;
 mod local;
 mod logging;
 mod request;
+mod request_facts;
 mod response;
 mod upstream;
 mod upstream_h1;
@@ -73,6 +74,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // The HTTP/1 driver gathers these while parsing; pingora-proxy's requests are read here.
+        ctx.facts = request_facts::RequestFacts::of(&session.req_header().headers);
         request::route(self, session, ctx).await
     }
 

@@ -1,20 +1,19 @@
 //! `request_filter`: snapshot the registry, answer the gateway's own endpoints, refuse unusable
 //! paths, match the route, check the origin, authenticate the caller.
 
-use std::sync::{Arc, LazyLock};
-
-use memchr::memmem;
+use std::sync::Arc;
 
 use pingora::proxy::Session;
 use pingora::Result;
 
+use super::request_facts::RequestFacts;
 use super::{errors, local, Gateway, RequestCtx, LEGACY_SESSION_PARAM, MCP_SESSION_ID};
 use crate::affinity::{query_param, replace_query_param};
 use crate::agent_auth::{AuthFailure, WELL_KNOWN_PREFIX};
 use crate::app_auth::{AppAuth, CredentialError};
 use crate::error_body::GatewayError;
 use crate::metrics::Metrics;
-use crate::origin;
+use crate::origin::{self, OriginFields};
 use crate::registry::Registry;
 use crate::routes::has_dot_segment;
 use crate::tokens::TokenCache;
@@ -38,12 +37,12 @@ pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCt
     };
     ctx.route = Some(route);
 
-    if !origin_allowed(session, &registry, route.server) {
+    if !origin_allowed(session, &ctx.facts, &registry, route.server) {
         record_auth(&registry, route.server, "origin_denied");
         errors::respond(session, ctx, GatewayError::OriginDenied, None).await?;
         return Ok(true);
     }
-    ctx.cors = session.req_header().headers.contains_key(http::header::ORIGIN);
+    ctx.cors = ctx.facts.origin.is_some();
     if origin::is_preflight(session.req_header()) {
         local::preflight(session).await?;
         return Ok(true);
@@ -80,7 +79,7 @@ pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCt
             return Ok(true);
         }
     };
-    ctx.stream_capable = accepts_event_stream(session);
+    ctx.stream_capable = ctx.facts.accepts_event_stream;
 
     if server.is_pooled() && pin_session(session, ctx, &registry, route.server).is_none() {
         errors::respond(session, ctx, GatewayError::SessionNotFound, None).await?;
@@ -165,9 +164,14 @@ fn with_query_param(target: &http::Uri, name: &str, pair: &str) -> Option<http::
     http::Uri::try_from(out).ok()
 }
 
-fn origin_allowed(session: &Session, registry: &Registry, server: usize) -> bool {
+fn origin_allowed(session: &Session, facts: &RequestFacts, registry: &Registry, server: usize) -> bool {
     let loopback = session.server_addr().and_then(|a| a.as_inet()).is_some_and(|a| a.ip().is_loopback());
-    registry.servers[server].origins.allows(session.req_header(), loopback, &registry.public_host)
+    let fields = OriginFields {
+        host: facts.host.as_ref(),
+        target_host: session.req_header().uri.host(),
+        origin: facts.origin.as_ref(),
+    };
+    registry.servers[server].origins.allows(&fields, loopback, &registry.public_host)
 }
 
 /// Runs the server's agent authentication and keeps the identity in the context.
@@ -195,20 +199,6 @@ async fn authenticate(
 fn record_auth(registry: &Registry, server: usize, result: &str) {
     let server = &registry.servers[server];
     Metrics::global().auth_outcomes.with_label_values(&[&server.name, server.auth.mode(), result]).inc();
-}
-
-/// True when the client's `Accept` admits `text/event-stream` (GET streams and Streamable HTTP
-/// POSTs do): such a response may stay silent for long, and gets the stream idle timeout.
-fn accepts_event_stream(session: &Session) -> bool {
-    // Built once: building a searcher costs more than the search of a short `Accept` value.
-    static EVENT_STREAM: LazyLock<memmem::Finder<'static>> =
-        LazyLock::new(|| memmem::Finder::new(b"text/event-stream"));
-    session
-        .req_header()
-        .headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .any(|v| EVENT_STREAM.find(v.as_bytes()).is_some())
 }
 
 #[cfg(test)]
