@@ -300,11 +300,8 @@ impl GatewayApp {
         }
 
         let mut upstream = UpstreamResponse::new(conn, timeout);
-        let mut header = upstream
-            .read_head(&session.req_header().method)
-            .await
-            .map(Box::new)
-            .map_err(Failure::before_response)?;
+        let mut header =
+            upstream.read_head(&session.req_header().method).await.map_err(Failure::before_response)?;
         let started = |error: Box<Error>| Failure { error, response_started: true };
         let no_body_left = upstream.is_body_done();
         response::headers(session, &mut header, ctx);

@@ -48,7 +48,7 @@ impl UpstreamResponse {
     /// Reads the final response head (informational ones are skipped; a `101` is refused, since
     /// the gateway never forwards an upgrade) and sets up the body's framing. A response to
     /// `HEAD`, a `204` and a `304` have no body.
-    pub async fn read_head(&mut self, request_method: &Method) -> Result<ResponseHeader> {
+    pub async fn read_head(&mut self, request_method: &Method) -> Result<Box<ResponseHeader>> {
         let mut informational = 0;
         loop {
             match parse_head(&mut self.conn.buf)? {
@@ -86,7 +86,7 @@ impl UpstreamResponse {
     }
 
     /// Decides the body's framing and the connection's reuse from the final head.
-    fn frame(&mut self, head: Head, request_method: &Method) -> Result<ResponseHeader> {
+    fn frame(&mut self, head: Head, request_method: &Method) -> Result<Box<ResponseHeader>> {
         let Head { mut header, framing, .. } = head;
         self.keepalive = framing.keeps_alive(header.version);
         let no_body = *request_method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
@@ -178,7 +178,9 @@ impl UpstreamResponse {
 
 /// A complete response head and its framing fields.
 struct Head {
-    header: ResponseHeader,
+    /// Boxed where it is built: it is passed up through several results, and a pointer is
+    /// cheaper to move.
+    header: Box<ResponseHeader>,
     framing: FramingFields,
 }
 
@@ -230,7 +232,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>> {
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    let mut header = ResponseHeader::from(parts);
+    let mut header = Box::new(ResponseHeader::from(parts));
     if reason.is_some() {
         header.set_reason_phrase(reason.as_deref())?;
     }
@@ -259,7 +261,7 @@ mod tests {
     /// What reading `pieces` (sent one after another, as separate writes) as the answer to a
     /// `method` request gave: the head, the body, and whether the connection could be reused.
     struct Read {
-        head: Result<ResponseHeader>,
+        head: Result<Box<ResponseHeader>>,
         body: Result<Vec<u8>>,
         reusable: bool,
     }
