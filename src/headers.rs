@@ -60,7 +60,7 @@ impl HeaderPolicy {
         let connection = inbound.headers.get_all(http::header::CONNECTION);
         let has_connection = connection.iter().next().is_some();
         for (name, value) in &inbound.headers {
-            let stays = HOP_BY_HOP.contains(&name.as_str())
+            let stays = HOP_BY_HOP.contains(name)
                 || NOT_COPIED.contains(name)
                 || (has_connection && nominated(&connection, name))
                 || self.strips(name);
@@ -108,8 +108,16 @@ impl<'a> HeaderSink<'a> for HeaderMap {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded.
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "http2-settings"];
+/// Names rather than strings: comparing a standard name with another is one byte.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
 
 /// Headers the upstream request sets itself rather than copying: its `Host` (the upstream's
 /// authority) and its framing.

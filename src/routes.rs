@@ -61,6 +61,10 @@ impl RouteTable {
 /// Such paths are refused: after normalisation by the upstream they could leave the upstream's
 /// base path.
 pub fn has_dot_segment(path: &str) -> bool {
+    // Most paths have neither byte a dot segment is made of.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
     path.split('/').any(|segment| {
         let mut dots = 0usize;
         let bytes = segment.as_bytes();

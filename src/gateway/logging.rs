@@ -34,7 +34,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
     }
 
     let req = session.req_header();
-    let upstream = ctx.upstream.as_ref().map(|u| u.addr());
+    // The fields are evaluated only when access lines are on.
     tracing::info!(
         target: "portcullis::access",
         server,
@@ -42,7 +42,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         path = req.uri.path(),
         status = status_label,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
-        upstream = upstream.map(tracing::field::display),
+        upstream = ctx.upstream.as_ref().map(|u| tracing::field::display(u.addr())),
         bytes_sent = session.body_bytes_sent(),
         subject = ctx.identity.as_ref().map(|i| i.subject()),
         identity = ctx.identity.as_ref().map(|i| i.source.as_str()),
