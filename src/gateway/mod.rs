@@ -9,7 +9,8 @@
 //! ```text
 //! request_filter           request.rs   snapshot the registry, own endpoints (local.rs), refuse bad
 //!                                       paths, match the route, check the origin, authenticate
-//! upstream_peer            upstream.rs  pick the replica, HttpPeer from a pre-resolved address
+//! upstream_peer            upstream.rs  pick the replica and its prepared peer (address resolved and
+//!                                       peer built when the config loads, not per request)
 //! upstream_request_filter  upstream.rs  rewrite the target, set Host, strip restricted headers
 //!                                       (the fields, into a header map or the HTTP/1 head)
 //! response filters         response.rs  pass through; CORS; count streams; legacy endpoint
