@@ -276,6 +276,10 @@ enum Out {
 pub struct HandBack(AtomicCell<Option<Box<ClientConnection>>>);
 
 impl HandBack {
+    fn put(&self, conn: Box<ClientConnection>) {
+        self.0.store(Some(conn));
+    }
+
     /// The connection a finished request left, if it left one.
     pub fn take(&self) -> Option<Box<ClientConnection>> {
         self.0.take()
@@ -576,7 +580,7 @@ impl ClientRequest {
                 // A large response's room is not kept while the connection idles.
                 conn.pending = BytesMut::new();
             }
-            self.hand_back.0.store(Some(conn));
+            self.hand_back.put(conn);
         }
         Ok(())
     }

@@ -87,7 +87,7 @@ impl UpstreamResponse {
 
     /// Decides the body's framing and the connection's reuse from the final head.
     fn frame(&mut self, head: Head, request_method: &Method) -> Result<Box<ResponseHeader>> {
-        let Head { mut header, framing, .. } = head;
+        let Head { mut header, framing } = head;
         self.keepalive = framing.keeps_alive(header.version);
         let no_body = *request_method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
         self.body = if no_body {
