@@ -57,17 +57,6 @@ pub struct OriginFields<'a> {
     pub origin: Option<&'a HeaderValue>,
 }
 
-impl<'a> OriginFields<'a> {
-    /// The fields of `request`, each looked up by name.
-    pub fn of(request: &'a RequestHeader) -> Self {
-        Self {
-            host: request.headers.get(http::header::HOST),
-            target_host: request.uri.host(),
-            origin: request.headers.get(http::header::ORIGIN),
-        }
-    }
-}
-
 /// `host` without its port (and without IPv6 brackets).
 fn host_part(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
@@ -128,53 +117,43 @@ mod tests {
         r
     }
 
+    /// The fields the gateway hands the check (it gathers them while parsing the request).
+    fn fields(request: &RequestHeader) -> OriginFields<'_> {
+        OriginFields {
+            host: request.headers.get(http::header::HOST),
+            target_host: request.uri.host(),
+            origin: request.headers.get(http::header::ORIGIN),
+        }
+    }
+
     #[test]
     fn an_allow_list_admits_only_its_origins() {
         let policy = OriginPolicy::new(&["https://app.example.com/".into()]);
-        assert!(policy.allows(
-            &OriginFields::of(&req(&[("origin", "https://APP.example.com")])),
-            false,
-            "gw"
-        ));
-        assert!(!policy.allows(&OriginFields::of(&req(&[("origin", "https://evil.example")])), false, "gw"));
-        assert!(
-            policy.allows(&OriginFields::of(&req(&[])), false, "gw"),
-            "non-browser clients send no Origin"
-        );
+        assert!(policy.allows(&fields(&req(&[("origin", "https://APP.example.com")])), false, "gw"));
+        assert!(!policy.allows(&fields(&req(&[("origin", "https://evil.example")])), false, "gw"));
+        assert!(policy.allows(&fields(&req(&[])), false, "gw"), "non-browser clients send no Origin");
     }
 
     #[test]
     fn a_loopback_listener_refuses_foreign_hosts_and_origins() {
         let policy = OriginPolicy::default();
+        assert!(policy.allows(&fields(&req(&[("host", "127.0.0.1:8080")])), true, "mcp.example.com"));
         assert!(policy.allows(
-            &OriginFields::of(&req(&[("host", "127.0.0.1:8080")])),
-            true,
-            "mcp.example.com"
-        ));
-        assert!(policy.allows(
-            &OriginFields::of(&req(&[("host", "localhost:8080"), ("origin", "http://localhost:3000")])),
+            &fields(&req(&[("host", "localhost:8080"), ("origin", "http://localhost:3000")])),
             true,
             "x"
         ));
-        assert!(policy.allows(&OriginFields::of(&req(&[("host", "[::1]:8080")])), true, "x"));
-        assert!(policy.allows(
-            &OriginFields::of(&req(&[("host", "mcp.example.com")])),
-            true,
-            "mcp.example.com"
-        ));
+        assert!(policy.allows(&fields(&req(&[("host", "[::1]:8080")])), true, "x"));
+        assert!(policy.allows(&fields(&req(&[("host", "mcp.example.com")])), true, "mcp.example.com"));
+        assert!(!policy.allows(&fields(&req(&[("host", "evil.example:8080")])), true, "mcp.example.com"));
         assert!(!policy.allows(
-            &OriginFields::of(&req(&[("host", "evil.example:8080")])),
-            true,
-            "mcp.example.com"
-        ));
-        assert!(!policy.allows(
-            &OriginFields::of(&req(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")])),
+            &fields(&req(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")])),
             true,
             "x"
         ));
         assert!(
             policy.allows(
-                &OriginFields::of(&req(&[("host", "evil.example"), ("origin", "https://evil.example")])),
+                &fields(&req(&[("host", "evil.example"), ("origin", "https://evil.example")])),
                 false,
                 "x"
             ),
