@@ -21,8 +21,12 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Time from sending the request upstream to its response header, by server.
     pub upstream_duration: HistogramVec,
-    /// Upstream failures by server and kind (`connect`, `timeout`, `protocol`).
+    /// Upstream failures by server and kind (`connect`, `timeout`, `closed`, `reset`, `protocol`).
     pub upstream_errors: IntCounterVec,
+    /// Upstream attempts made again, by server and reason (`connect_failed`: another replica or
+    /// connection after a failed connect; `idempotent_resend`: an idempotent request resent after
+    /// a reused connection closed before answering).
+    pub upstream_retries: IntCounterVec,
     /// Event streams open right now, by server.
     pub active_streams: IntGaugeVec,
     /// Agent authentication outcomes by server, mode and result (`ok` or the refusal reason).
@@ -79,6 +83,10 @@ impl Metrics {
             Opts::new("upstream_errors_total", "Upstream failures, by server and kind"),
             &["server", "kind"],
         )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new("upstream_retries_total", "Upstream attempts made again, by server and reason"),
+            &["server", "reason"],
+        )?;
         let active_streams = IntGaugeVec::new(
             Opts::new("active_streams", "Event streams currently open, by server"),
             &["server"],
@@ -132,6 +140,7 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(active_streams.clone()))?;
         Ok(Self {
             registry,
@@ -139,6 +148,7 @@ impl Metrics {
             request_duration,
             upstream_duration,
             upstream_errors,
+            upstream_retries,
             active_streams,
             auth_outcomes,
             jwks_fetches,

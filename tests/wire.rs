@@ -1,6 +1,5 @@
 //! What the HTTP/1 driver puts on the wire, seen from raw sockets: the upstream request in one
-//! write, a pooled connection the upstream closed retried on a new one, events that arrived
-//! together forwarded together, request bodies too large or unsized to buffer streamed intact, and
+//! write, events that arrived together forwarded together, request bodies too large or unsized to buffer streamed intact, and
 //! `Expect: 100-continue` answered by the gateway.
 
 mod support;
@@ -10,66 +9,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::gateway::Gateway;
+use support::raw_upstream::{answer, raw_upstream, read_request};
 use support::upstream::{MockUpstream, Reply};
 use support::{client, post_jsonrpc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Generous bound for "this must happen": a failure guard, never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn one_server(upstream: &str) -> String {
     format!("servers:\n  - name: gh\n    path: /gh\n    upstream: \"{upstream}\"\n")
-}
-
-/// A raw upstream on an ephemeral port; `serve(connection number, socket)` runs per connection.
-async fn raw_upstream<F, Fut>(serve: F) -> String
-where
-    F: Fn(usize, TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(serve(n, socket));
-            n += 1;
-        }
-    });
-    url
-}
-
-/// Reads one request (header and `Content-Length` body); `None` when the peer closed first.
-async fn read_request(socket: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if seen.len() >= end + 4 + length {
-                return Some(seen);
-            }
-        }
-        let n = socket.read(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        seen.extend_from_slice(&buf[..n]);
-    }
-}
-
-async fn answer(socket: &mut TcpStream, body: &str) {
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = socket.write_all(response.as_bytes()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,40 +55,6 @@ async fn header_and_a_small_body_reach_the_upstream_in_one_write() {
     assert!(first.starts_with("POST /mcp HTTP/1.1\r\n"), "{first}");
     assert!(first.ends_with(&format!("\r\n\r\n{body}")), "the body came in a later write: {first:?}");
     assert!(first.to_ascii_lowercase().contains(&format!("content-length: {}\r\n", body.len())));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pooled_connection_the_upstream_closed_is_retried_on_a_new_one() {
-    // Connection 0 answers one request, then takes the next and hangs up without answering
-    // (an upstream whose keep-alive ran out at that moment). Connection 1 answers.
-    let upstream = raw_upstream(|n, mut socket| async move {
-        if n == 0 {
-            if read_request(&mut socket).await.is_some() {
-                answer(&mut socket, r#"{"from":"first connection"}"#).await;
-            }
-            let _ = read_request(&mut socket).await;
-            drop(socket);
-        } else {
-            while read_request(&mut socket).await.is_some() {
-                answer(&mut socket, r#"{"from":"new connection"}"#).await;
-            }
-        }
-    })
-    .await;
-    let gateway = Gateway::start(&one_server(&upstream));
-    let client = client();
-    for expected in ["first connection", "new connection"] {
-        let response = client
-            .post(gateway.url("/gh"))
-            .header("content-type", "application/json")
-            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.expect("json");
-        assert_eq!(body["from"], expected);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

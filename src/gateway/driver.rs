@@ -10,9 +10,10 @@
 //! down, so this driver:
 //! - reads a request body of up to [`BUFFERED_BODY_LIMIT`] whole before it goes upstream, and
 //!   sends header and body in **one write**; larger and chunked bodies are streamed;
-//! - retries once on a fresh connection when a pooled one turns out closed before any response
-//!   byte (the buffered body makes that safe), and on another replica when a connect fails (the
-//!   gateway's `fail_to_connect` decides);
+//! - never sends a request twice once any byte of it was written: a connect that fails is tried
+//!   on another replica (the gateway's `fail_to_connect` decides), a pooled connection found
+//!   closed when it is taken is dropped unused, and only an idempotent request is resent when a
+//!   pooled connection closes before answering (`upstream::may_resend`);
 //! - forwards whatever response bytes one read brought as **one downstream write** (SSE events
 //!   that arrived together leave together; nothing waits for more);
 //! - watches the downstream while the response streams, so a client that goes away ends the
@@ -263,13 +264,22 @@ impl GatewayApp {
                     release(&self.pool, upstream, &peer);
                     return Ok(());
                 }
-                // A pooled connection the upstream had already closed: nothing reached it, and
-                // the body is at hand, so the request goes again on a new connection. (A timeout
-                // is not that: the upstream has the request and is slow; sending it again could
-                // run a tool call twice.)
-                Err(failure) if reused && body.is_some() && failure.means_closed_before_response() => {
+                // Bytes of the request were written, so the upstream may have acted on it: only
+                // an idempotent request goes again, and only when a pooled connection closed
+                // before answering (the upstream dropped it as it was taken; a timeout is not
+                // that: the upstream has the request and is slow). Anything else is answered
+                // 502/504, never sent twice.
+                Err(failure)
+                    if failure.means_closed_before_response()
+                        && upstream::may_resend(
+                            ctx,
+                            &session.req_header().method,
+                            reused,
+                            body.is_some(),
+                        ) =>
+                {
                     tracing::debug!(
-                        "pooled upstream connection failed, retrying on a new one: {}",
+                        "pooled upstream connection failed, resending an idempotent request on a new one: {}",
                         failure.error
                     );
                     fresh_on = Some(peer);

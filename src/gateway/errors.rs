@@ -115,13 +115,28 @@ fn classify(e: &Error) -> Option<GatewayError> {
     }
 }
 
+/// The `upstream_errors_total` kind of a failed exchange; `None` for a failed connect, which
+/// `upstream::connect_failed` counted as it happened.
+fn failure_kind(etype: &ErrorType) -> Option<&'static str> {
+    use ErrorType::*;
+    Some(match etype {
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
+        | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => return None,
+        ReadTimedout | WriteTimedout => "timeout",
+        ConnectionClosed => "closed",
+        ReadError | WriteError => "reset",
+        _ => "protocol",
+    })
+}
+
 /// Pingora's `fail_to_proxy`: answers with the right status and a JSON body when the response
 /// has not started yet.
 pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let error = classify(e);
     if e.esource() == &ErrorSource::Upstream {
-        let kind = if error == Some(GatewayError::UpstreamTimeout) { "timeout" } else { "protocol" };
-        Metrics::global().upstream_errors.with_label_values(&[ctx.server_name(), kind]).inc();
+        if let Some(kind) = failure_kind(e.etype()) {
+            Metrics::global().upstream_errors.with_label_values(&[ctx.server_name(), kind]).inc();
+        }
     }
     let Some(mut error) = error else {
         return FailToProxy { error_code: 0, can_reuse_downstream: false };

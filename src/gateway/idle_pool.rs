@@ -7,8 +7,8 @@
 //! thread, so a thread-local stack does the job without a task, a lock or a system call:
 //! - the most recently used connection is taken first (warm, least likely to have been closed);
 //! - a connection the upstream closed while idle is noticed when taken (the runtime has seen its
-//!   end of stream) and dropped; when the close races the reuse, the driver resends a buffered
-//!   request on a new connection;
+//!   end of stream) and dropped before anything is written to it; when the close races the
+//!   reuse, the driver resends only an idempotent request (`upstream::may_resend`);
 //! - at most `max_idle` connections per upstream per thread are kept, none older than the idle
 //!   timeout; the oldest go first. An upstream no longer used keeps its few idle sockets until the
 //!   process exits or its stack is touched again.

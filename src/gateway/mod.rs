@@ -42,7 +42,7 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, Result};
+use pingora::{Error, Result, RetryType};
 
 pub use context::RequestCtx;
 pub use driver::{GatewayApp, BUFFERED_BODY_LIMIT};
@@ -92,6 +92,26 @@ impl ProxyHttp for Gateway {
         e: Box<Error>,
     ) -> Box<Error> {
         upstream::connect_failed(ctx, e)
+    }
+
+    /// The same resend rule as the HTTP/1 driver's (`upstream::may_resend`), in place of
+    /// Pingora's default (which agrees for idempotency, but may resend a streamed body).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let body_in_hand = !session.as_ref().retry_buffer_truncated();
+        // Pingora leaves an error it would retry on a reused connection undecided (`ReusedOnly`).
+        let retryable = !matches!(e.retry, RetryType::Decided(false));
+        let resend =
+            retryable && upstream::may_resend(ctx, &session.req_header().method, client_reused, body_in_hand);
+        e.set_retry(resend);
+        e
     }
 
     async fn upstream_request_filter(

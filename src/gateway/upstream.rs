@@ -63,9 +63,28 @@ pub fn peer_with_timeouts(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
 pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     let replicas = ctx.server().map_or(0, |s| s.upstreams.len());
     let all_tried = ctx.tried.count_ones() as usize >= replicas;
-    Metrics::global().upstream_errors.with_label_values(&[ctx.server_name(), "connect"]).inc();
-    e.set_retry(ctx.pinned.is_none() && !all_tried);
+    let metrics = Metrics::global();
+    metrics.upstream_errors.with_label_values(&[ctx.server_name(), "connect"]).inc();
+    let retry = ctx.pinned.is_none() && !all_tried;
+    if retry {
+        metrics.upstream_retries.with_label_values(&[ctx.server_name(), "connect_failed"]).inc();
+    }
+    e.set_retry(retry);
     e
+}
+
+/// Whether a request may go upstream again after its exchange failed before any response byte,
+/// once some of it was written (RFC 9110 §9.2.2: a proxy never repeats a non-idempotent request
+/// by itself, since the upstream may have acted on it — a `tools/call` that sends an email).
+/// Only an idempotent method, on a `reused` connection (the signature of a pooled connection the
+/// upstream closed as it was taken, not of an upstream that failed on this request), with its
+/// whole body in hand (`body_in_hand`) to send again. Counted when it is allowed.
+pub fn may_resend(ctx: &RequestCtx, method: &http::Method, reused: bool, body_in_hand: bool) -> bool {
+    let resend = reused && body_in_hand && method.is_idempotent();
+    if resend {
+        Metrics::global().upstream_retries.with_label_values(&[ctx.server_name(), "idempotent_resend"]).inc();
+    }
+    resend
 }
 
 /// Builds the upstream request in place of `request` for pingora-proxy's HTTP/2 path, from the

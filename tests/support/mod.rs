@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod idp;
+pub mod raw_upstream;
 pub mod token_endpoint;
 pub mod upstream;
 
