@@ -11,10 +11,15 @@
 //! (`pingora::protocols::http::custom::server::Session`), which Pingora's server session wraps
 //! and dispatches to. The rules applied to what a client sends (RFC 9112, as Pingora and nginx
 //! apply them):
-//! - a head larger than [`MAX_HEAD_BYTES`], with more than [`MAX_HEADERS`] fields, that does not
-//!   parse, with an ambiguous authority (Pingora's check), two differing lengths, a transfer
-//!   coding on HTTP/1.0, a final coding other than `chunked`, or both a length and a transfer
-//!   coding (a request-smuggling signature) is answered 400 and the connection closed;
+//! - a head larger than [`MAX_HEADERS`] fields or [`MAX_HEAD_BYTES`], that does not parse, with
+//!   a target of no RFC 9112 form, an ambiguous authority or two `Host` fields (Pingora's check),
+//!   no `Host` on HTTP/1.1, two differing lengths, a transfer coding on HTTP/1.0, a
+//!   `Transfer-Encoding` that could be read two ways (two fields, `chunked` twice) or whose final
+//!   coding is not `chunked`, or both a length and a transfer coding (a request-smuggling
+//!   signature) is answered 400 and the connection closed; a coding before `chunked`
+//!   (`gzip, chunked`) is answered 501, since the gateway does not decode codings;
+//! - chunked bodies are read strictly (`h1_framing.rs`): a size on every chunk line, CRLF and
+//!   nothing else as a line end, trailer lines that are header fields; anything else is a 400;
 //! - a request without a length or coding has no body; bodies are decoded by length or chunks;
 //! - the connection is kept for another request only when the client wants it (HTTP/1.1 without
 //!   `Connection: close`, HTTP/1.0 with `keep-alive`), the request body was read to its end and
@@ -42,7 +47,7 @@ use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn_timer::ConnectionTimer;
-use super::h1_framing::{Framing, FramingFields};
+use super::h1_framing::{Framing, FramingFields, TransferCoding};
 use super::request_facts::RequestFacts;
 
 /// Most header lines accepted in one request head (Pingora's limit too).
@@ -165,6 +170,16 @@ impl ClientConnection {
         let raw = self.buf.split_to(length).freeze();
         let uri =
             Uri::from_maybe_shared(raw.slice(target)).map_err(|_| bad_request("invalid request target"))?;
+        // RFC 9112 §3.2: origin-form, absolute-form, or `*` for OPTIONS (authority-form is
+        // CONNECT's, which the driver refuses); anything else the Uri parser let through (`:*`)
+        // would reach the routes as an empty path.
+        let origin_form = uri.path().starts_with('/') && uri.authority().is_none();
+        let absolute_form = matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+            && uri.authority().is_some();
+        let asterisk = method == Method::OPTIONS && uri == "*";
+        if !(origin_form || absolute_form || asterisk || method == Method::CONNECT) {
+            return Err(bad_request("request target of no known form"));
+        }
         let mut headers = HeaderMap::with_capacity(self.fields.len());
         let mut facts = RequestFacts::default();
         for (name, value) in self.fields.drain(..) {
@@ -188,6 +203,10 @@ impl ClientConnection {
         // authority parses, has no userinfo and matches Host).
         pingora::protocols::http::authority::validate_request_authority(&header)
             .map_err(|e| e.into_down())?;
+        // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host (two were refused above).
+        if version == Version::HTTP_11 && !header.headers.contains_key(http::header::HOST) {
+            return Err(bad_request("HTTP/1.1 request without Host"));
+        }
         let body = request_framing(version, &facts.framing)?;
         let keepalive = facts.framing.keeps_alive(version);
         Ok(Some(Box::new(RequestHead { header, raw, body, keepalive, facts })))
@@ -242,10 +261,18 @@ fn request_framing(version: Version, fields: &FramingFields) -> Result<Framing> 
         if fields.content_length() != Ok(None) {
             return Err(bad_request("both Content-Length and Transfer-Encoding"));
         }
-        if !fields.final_coding_is_chunked() {
-            return Err(bad_request("final transfer coding is not chunked"));
-        }
-        return Ok(Framing::chunked());
+        return match fields.transfer_coding() {
+            TransferCoding::Chunked => Ok(Framing::chunked()),
+            // The gateway does not decode codings, so it cannot check what it would forward.
+            TransferCoding::ChunkedAfterOthers => {
+                Err(Error::explain(ErrorType::HTTPStatus(501), "a transfer coding other than chunked")
+                    .into_down())
+            }
+            TransferCoding::NotChunked => Err(bad_request("final transfer coding is not chunked")),
+            TransferCoding::Ambiguous | TransferCoding::None => {
+                Err(bad_request("Transfer-Encoding that could be read two ways"))
+            }
+        };
     }
     match fields.content_length() {
         Ok(Some(length)) => Ok(Framing::length(length)),

@@ -107,8 +107,10 @@ impl ServerApp for GatewayApp {
                 Ok(None) => return None,
                 Err(e) => {
                     tracing::debug!("unreadable request: {e}");
-                    if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        conn.refuse(400).await;
+                    match e.etype() {
+                        ErrorType::InvalidHTTPHeader => conn.refuse(400).await,
+                        ErrorType::HTTPStatus(status) => conn.refuse(*status).await,
+                        _ => {}
                     }
                     return None;
                 }
@@ -314,12 +316,15 @@ impl GatewayApp {
             upstream.read_head(&session.req_header().method).await.map_err(Failure::before_response)?;
         let started = |error: Box<Error>| Failure { error, response_started: true };
         let no_body_left = upstream.is_body_done();
+        // The body that arrived with the head is decoded before the head goes on, so that
+        // framing the upstream got wrong there is a clean 502 rather than a cut-off response.
+        let first = upstream.read_buffered().map_err(started)?;
         response::headers(session, &mut header, ctx);
         frame_response(&mut header, session.req_header(), no_body_left).map_err(started)?;
         response::downstream_headers(session, &mut header, ctx).map_err(started)?;
         session.write_response_header(header, false).await.map_err(|e| started(e.into_down()))?;
 
-        stream_body(&self.gateway, session, ctx, &mut upstream).await.map_err(started)?;
+        stream_body(&self.gateway, session, ctx, &mut upstream, first).await.map_err(started)?;
         Ok(upstream)
     }
 }
@@ -473,12 +478,16 @@ async fn stream_body(
     session: &mut Session,
     ctx: &mut RequestCtx,
     upstream: &mut UpstreamResponse,
+    mut first: Option<Bytes>,
 ) -> Result<()> {
     let mut watch_downstream = true;
     loop {
         // A body already in the buffer (a small answer usually arrives with its head) is
         // forwarded without setting up the race below.
-        let buffered = upstream.read_buffered()?;
+        let buffered = match first.take() {
+            Some(piece) => Some(piece),
+            None => upstream.read_buffered()?,
+        };
         let read = if buffered.is_some() || upstream.is_body_done() {
             Ok(buffered)
         } else if watch_downstream {

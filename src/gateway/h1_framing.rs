@@ -77,8 +77,8 @@ impl Framing {
         let mut out = BytesMut::new();
         while let Self::Chunked(state) = *self {
             let next = match state {
-                Chunk::Size => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
+                Chunk::Size => match chunk_size_line(buf)? {
+                    Some((used, size)) => {
                         buf.advance(used);
                         if size == 0 {
                             Chunk::Trailers(0)
@@ -86,11 +86,8 @@ impl Framing {
                             Chunk::Data(size)
                         }
                     }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                        return Err("chunk-size line too long");
-                    }
-                    Ok(httparse::Status::Partial) => break,
-                    Err(_) => return Err("invalid chunk size"),
+                    None if buf.len() > MAX_CHUNK_LINE => return Err("chunk-size line too long"),
+                    None => break,
                 },
                 Chunk::Data(left) => {
                     if buf.is_empty() {
@@ -118,13 +115,15 @@ impl Framing {
                     buf.advance(2);
                     Chunk::Size
                 }
-                Chunk::Trailers(seen) => match memchr::memmem::find(buf, b"\r\n") {
+                // Trailer fields are read as header fields and not forwarded.
+                Chunk::Trailers(seen) => match line_end(buf)? {
                     Some(0) => {
                         buf.advance(2);
                         *self = Self::Done;
                         break;
                     }
                     Some(line) if seen + line <= MAX_TRAILER_BYTES => {
+                        trailer_field(&buf[..line])?;
                         buf.advance(line + 2);
                         Chunk::Trailers(seen + line + 2)
                     }
@@ -136,6 +135,77 @@ impl Framing {
         }
         Ok(out)
     }
+}
+
+/// Reads a chunk-size line (RFC 9112 §7.1) at the start of `buf`: `Some((length of the line
+/// with its CRLF, chunk size))`, `None` while it is incomplete. Stricter than httparse, which
+/// reads an empty or extension-only line as the last chunk and lets a bare LF through in an
+/// extension: here the size has 1 to 16 hex digits, optional whitespace and extensions may
+/// follow, and the line ends with CRLF; a bare LF, a CR without LF, or a control character is an
+/// error. Extensions are ignored.
+fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, &'static str> {
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits > 16 {
+        return Err("chunk size too large");
+    }
+    if digits == buf.len() {
+        return Ok(None);
+    }
+    if digits == 0 {
+        return Err("chunk-size line without a size");
+    }
+    let Some(line) = line_end(buf)? else {
+        return Ok(None);
+    };
+    let rest = &buf[digits..line];
+    let after_space = rest.iter().position(|&b| b != b' ' && b != b'\t').map_or(&[][..], |at| &rest[at..]);
+    if !after_space.is_empty() && after_space[0] != b';' {
+        return Err("invalid chunk size");
+    }
+    if after_space.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
+        return Err("control character in a chunk extension");
+    }
+    let size = buf[..digits].iter().fold(0u64, |size, &digit| {
+        // At most 16 hex digits: the shifts cannot overflow.
+        let value = (digit as char).to_digit(16).unwrap_or(0);
+        (size << 4) | u64::from(value)
+    });
+    Ok(Some((line + 2, size)))
+}
+
+/// Where the line at the start of `buf` ends: the position of its CRLF, `None` while no line
+/// end has arrived. A bare LF, or a CR followed by anything but LF, is an error: a reader that
+/// took either for a line end would see a different message than one that did not.
+fn line_end(buf: &[u8]) -> Result<Option<usize>, &'static str> {
+    match memchr::memchr2(b'\r', b'\n', buf) {
+        None => Ok(None),
+        Some(at) if buf[at] == b'\n' => Err("bare LF in chunked framing"),
+        Some(at) => match buf.get(at + 1) {
+            None => Ok(None),
+            Some(b'\n') => Ok(Some(at)),
+            Some(_) => Err("CR without LF in chunked framing"),
+        },
+    }
+}
+
+/// Checks one trailer line (without its CRLF) as a header field (RFC 9110 §5): a token name,
+/// a colon, and a value of visible characters, spaces and tabs. Obsolete line folding (a line
+/// that starts with whitespace) is refused.
+fn trailer_field(line: &[u8]) -> Result<(), &'static str> {
+    let colon = line.iter().position(|&b| b == b':').ok_or("trailer line without a colon")?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if name.is_empty() || !name.iter().all(|&b| is_token_char(b)) {
+        return Err("invalid trailer field name");
+    }
+    if value.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
+        return Err("invalid trailer field value");
+    }
+    Ok(())
+}
+
+/// A `tchar` of RFC 9110 §5.6.2.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Takes up to `left` bytes off the front of `buf`.
@@ -153,9 +223,18 @@ pub struct FramingFields {
     /// `Content-Length`: `None` when absent; an error when a value is not a number or two
     /// values differ (a list of equal values is one length, as RFC 9110 §8.6 allows).
     content_length: Result<Option<u64>, ()>,
+    /// More than one `Content-Length` value was given (a list, or several fields).
+    length_repeated: bool,
     transfer_encoding: bool,
     /// The last transfer coding named is `chunked`.
     final_chunked: bool,
+    /// `Transfer-Encoding` fields seen.
+    coding_fields: u8,
+    /// Codings named in them, and how many of those were `chunked`.
+    codings: u8,
+    chunked_codings: u8,
+    /// A `Transfer-Encoding` list had an empty item (`chunked,` or `, chunked`).
+    empty_coding: bool,
     connection_close: bool,
     connection_keep_alive: bool,
 }
@@ -164,12 +243,34 @@ impl Default for FramingFields {
     fn default() -> Self {
         Self {
             content_length: Ok(None),
+            length_repeated: false,
             transfer_encoding: false,
             final_chunked: false,
+            coding_fields: 0,
+            codings: 0,
+            chunked_codings: 0,
+            empty_coding: false,
             connection_close: false,
             connection_keep_alive: false,
         }
     }
+}
+
+/// What a message's `Transfer-Encoding` says, read strictly (RFC 9112 §6.1, §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferCoding {
+    /// No `Transfer-Encoding`.
+    None,
+    /// Exactly one coding, `chunked`.
+    Chunked,
+    /// `chunked` last, after other codings (`gzip, chunked`): the body is chunked, and the
+    /// other codings stay applied to its content.
+    ChunkedAfterOthers,
+    /// A final coding other than `chunked`.
+    NotChunked,
+    /// Readable more than one way: two `Transfer-Encoding` fields, `chunked` named twice, or an
+    /// empty list item.
+    Ambiguous,
 }
 
 impl FramingFields {
@@ -188,9 +289,14 @@ impl FramingFields {
             self.observe_length(value);
         } else if name == header::TRANSFER_ENCODING {
             self.transfer_encoding = true;
-            // Only the last value's last coding counts: each value replaces the verdict.
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.final_chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            self.coding_fields = self.coding_fields.saturating_add(1);
+            for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.empty_coding |= coding.is_empty();
+                self.codings = self.codings.saturating_add(1);
+                // Only the last value's last coding decides: each coding replaces the verdict.
+                self.final_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                self.chunked_codings += u8::from(self.final_chunked && self.chunked_codings < u8::MAX);
+            }
         } else if name == header::CONNECTION {
             for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 self.connection_close |= option.eq_ignore_ascii_case(b"close");
@@ -201,6 +307,7 @@ impl FramingFields {
 
     fn observe_length(&mut self, value: &[u8]) {
         for item in value.split(|&b| b == b',') {
+            self.length_repeated |= self.content_length != Ok(None);
             self.content_length = match (self.content_length, decimal(item.trim_ascii())) {
                 (Ok(None), Some(parsed)) => Ok(Some(parsed)),
                 (Ok(Some(seen)), Some(parsed)) if seen == parsed => Ok(Some(seen)),
@@ -213,6 +320,27 @@ impl FramingFields {
     /// number or two values differ.
     pub fn content_length(&self) -> Result<Option<u64>, ()> {
         self.content_length
+    }
+
+    /// True when the `Content-Length` was given more than once (a list of equal values, or
+    /// several fields): a sender must forward it as one value.
+    pub fn length_repeated(&self) -> bool {
+        self.length_repeated
+    }
+
+    /// The message's transfer coding, read strictly.
+    pub fn transfer_coding(&self) -> TransferCoding {
+        if !self.transfer_encoding {
+            TransferCoding::None
+        } else if self.coding_fields > 1 || self.chunked_codings > 1 || self.empty_coding {
+            TransferCoding::Ambiguous
+        } else if !self.final_chunked {
+            TransferCoding::NotChunked
+        } else if self.codings > 1 {
+            TransferCoding::ChunkedAfterOthers
+        } else {
+            TransferCoding::Chunked
+        }
     }
 
     /// True when the message names a transfer coding.
@@ -305,5 +433,106 @@ mod tests {
         assert!(keeps(&[(c.clone(), "Keep-Alive")], Version::HTTP_10));
         assert!(!keeps(&[(c.clone(), "keep-alive, close")], Version::HTTP_10));
         assert!(!keeps(&[(c, "keep-alive-ish")], Version::HTTP_10));
+    }
+
+    /// Decodes a whole chunked body; the bytes past its end stay out of the result.
+    fn decode(wire: &[u8]) -> Result<(Vec<u8>, bool), &'static str> {
+        let mut framing = Framing::chunked();
+        let mut buf = BytesMut::from(wire);
+        let mut body = Vec::new();
+        loop {
+            let piece = framing.take(&mut buf)?;
+            if piece.is_empty() {
+                return Ok((body, framing.is_done()));
+            }
+            body.extend_from_slice(&piece);
+        }
+    }
+
+    #[test]
+    fn a_well_formed_chunked_body_decodes_with_extensions_and_trailers_left_out() {
+        assert_eq!(decode(b"5\r\nhello\r\n0\r\n\r\n"), Ok((b"hello".to_vec(), true)));
+        assert_eq!(
+            decode(b"5 ;a=b;c=\"d e\"\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n").map(|d| d.0.len()),
+            Ok(15)
+        );
+        assert_eq!(decode(b"1\r\nx\r\n0\r\nExpires: never\r\nx-t:\t v \r\n\r\n"), Ok((b"x".to_vec(), true)));
+        // Incomplete input waits for more rather than failing.
+        assert_eq!(decode(b"5\r\nhel"), Ok((b"hel".to_vec(), false)));
+        assert_eq!(decode(b"5\r"), Ok((Vec::new(), false)));
+        assert_eq!(decode(b"0\r\nx-t: v"), Ok((Vec::new(), false)));
+    }
+
+    #[test]
+    fn a_chunk_size_line_needs_a_hex_size_and_a_crlf() {
+        for bad in [
+            &b"\r\n\r\n"[..],
+            b";ext\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5x\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+        ] {
+            assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_bare_lf_or_a_lone_cr_anywhere_in_the_framing_is_refused() {
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5;a=b\nc\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nx: a\nb\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nx: a\r\n\r\r\n",
+        ] {
+            assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn trailer_lines_must_be_header_fields() {
+        for bad in [
+            &b"0\r\nno colon\r\n\r\n"[..],
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nbad name: v\r\n\r\n",
+            b"0\r\nx: v\r\n folded\r\n\r\n",
+            b"0\r\nx: nul \x00\r\n\r\n",
+            b"0\r\nx: del \x7f\r\n\r\n",
+        ] {
+            assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn only_exactly_one_chunked_coding_reads_one_way() {
+        let te = header::TRANSFER_ENCODING;
+        let coding = |values: &[&str]| {
+            fields_of(&values.iter().map(|v| (te.clone(), *v)).collect::<Vec<_>>()).transfer_coding()
+        };
+        assert_eq!(coding(&[]), TransferCoding::None);
+        assert_eq!(coding(&["chunked"]), TransferCoding::Chunked);
+        assert_eq!(coding(&[" Chunked "]), TransferCoding::Chunked);
+        assert_eq!(coding(&["gzip, chunked"]), TransferCoding::ChunkedAfterOthers);
+        assert_eq!(coding(&["gzip"]), TransferCoding::NotChunked);
+        assert_eq!(coding(&["chunked, gzip"]), TransferCoding::NotChunked);
+        for ambiguous in
+            [&["chunked, chunked"][..], &["chunked", "chunked"], &["gzip", "chunked"], &["chunked,"], &[""]]
+        {
+            assert_eq!(coding(ambiguous), TransferCoding::Ambiguous, "{ambiguous:?}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_length_is_noticed_so_that_it_goes_on_as_one_value() {
+        let cl = header::CONTENT_LENGTH;
+        assert!(!fields_of(&[(cl.clone(), "5")]).length_repeated());
+        assert!(fields_of(&[(cl.clone(), "5, 5")]).length_repeated());
+        assert!(fields_of(&[(cl.clone(), "5"), (cl, "5")]).length_repeated());
     }
 }

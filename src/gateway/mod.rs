@@ -23,6 +23,8 @@ mod context;
 mod downstream_h1;
 mod driver;
 mod errors;
+#[cfg(test)]
+mod h1_differential;
 mod h1_framing;
 mod idle_pool;
 mod local;

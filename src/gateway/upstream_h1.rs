@@ -18,7 +18,7 @@ use pingora::{Error, ErrorType, Result};
 use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 
-use super::h1_framing::{Framing, FramingFields};
+use super::h1_framing::{Framing, FramingFields, TransferCoding};
 use super::idle_pool::UpstreamConnection;
 
 /// Most header lines accepted in one response head (Pingora's limit too).
@@ -90,6 +90,21 @@ impl UpstreamResponse {
         let Head { mut header, framing } = head;
         self.keepalive = framing.keeps_alive(header.version);
         let no_body = *request_method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
+        // One strict reading (RFC 9112 §6.3): a coding or a length that could be read two ways
+        // is a 502, and the connection is not reused (it is dropped with the error).
+        if framing.transfer_coding() == TransferCoding::Ambiguous {
+            return Err(bad_head("upstream Transfer-Encoding that could be read two ways"));
+        }
+        // Also on a response that has no body (a 204, a 304, an answer to HEAD): the length
+        // goes on to the client, who may read it.
+        match framing.content_length() {
+            Err(()) => return Err(bad_head("invalid upstream Content-Length")),
+            // A list of equal values is one length, and goes on as one value.
+            Ok(Some(length)) if framing.length_repeated() => {
+                header.insert_header(header::CONTENT_LENGTH, length)?;
+            }
+            Ok(_) => {}
+        }
         self.body = if no_body {
             Framing::Done
         } else if framing.has_transfer_encoding() {
