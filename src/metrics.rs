@@ -45,6 +45,8 @@ pub struct Metrics {
     pub config_loaded_at: prometheus::Gauge,
     /// 1 when a replica passes its health checks, by server and upstream.
     pub upstream_healthy: IntGaugeVec,
+    /// Inbound header fields not forwarded because their name holds `_`, by server.
+    pub underscore_headers_dropped: IntCounterVec,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -118,6 +120,14 @@ impl Metrics {
             Opts::new("upstream_healthy", "1 when a replica passes its health checks"),
             &["server", "upstream"],
         )?;
+        let underscore_headers_dropped = IntCounterVec::new(
+            Opts::new(
+                "underscore_headers_dropped_total",
+                "Inbound header fields not forwarded because their name holds '_', by server",
+            ),
+            &["server"],
+        )?;
+        registry.register(Box::new(underscore_headers_dropped.clone()))?;
         registry.register(Box::new(upstream_healthy.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_info.clone()))?;
@@ -150,6 +160,7 @@ impl Metrics {
             config_info,
             config_loaded_at,
             upstream_healthy,
+            underscore_headers_dropped,
         })
     }
 
@@ -177,6 +188,8 @@ pub struct ServerMetrics {
     pub active_streams: IntGauge,
     /// Successful agent authentications.
     pub auth_ok: IntCounter,
+    /// Inbound header fields not forwarded because their name holds `_`.
+    pub underscore_headers_dropped: IntCounter,
 }
 
 impl ServerMetrics {
@@ -189,6 +202,7 @@ impl ServerMetrics {
             upstream_duration: m.upstream_duration.with_label_values(&[&server]),
             active_streams: m.active_streams.with_label_values(&[&server]),
             auth_ok: m.auth_outcomes.with_label_values(&[&server, auth_mode, "ok"]),
+            underscore_headers_dropped: m.underscore_headers_dropped.with_label_values(&[&server]),
             server,
         }
     }
