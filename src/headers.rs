@@ -15,7 +15,7 @@
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::DEFAULT_USER_HEADER;
 
@@ -256,6 +256,33 @@ fn same_name(token: &[u8], name: &HeaderName) -> bool {
         })
 }
 
+/// Removes from an upstream response the fields that describe the upstream's connection only
+/// (RFC 9110 §7.6.1): `Connection` and every field it names, `Keep-Alive`, `Proxy-Connection`,
+/// `TE`, `Trailer`, `Upgrade`. The framing fields stay whatever `Connection` says: the engine
+/// has framed the body by them. One pass over the names when there is nothing to remove.
+pub fn remove_hop_by_hop(response: &mut ResponseHeader) {
+    if !response.headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    // Only when the upstream named fields: their names, owned, to remove after the look.
+    let named: Vec<String> = response
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(names_in)
+        .filter_map(|token| std::str::from_utf8(token).ok())
+        .map(str::to_ascii_lowercase)
+        .filter(|token| {
+            !matches!(token.as_str(), "close" | "keep-alive" | "content-length" | "transfer-encoding")
+        })
+        .collect();
+    for name in &HOP_BY_HOP {
+        response.remove_header(name);
+    }
+    for name in &named {
+        response.remove_header(name.as_str());
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +402,29 @@ mod tests {
         );
         assert_eq!(left, ["x-other"]);
         assert!(policy.strips(&HeaderName::from_static("x_remote_user")));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_leave_a_response_but_the_framing_stays() {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in [
+            ("Connection", "keep-alive, X-Upstream-Hop, Content-Length, close"),
+            ("connection", "x-other-hop"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("upgrade", "h2c"),
+            ("x-upstream-hop", "1"),
+            ("x-other-hop", "1"),
+            ("content-length", "2"),
+            ("mcp-session-id", "s"),
+        ] {
+            response.append_header(k.to_string(), v).unwrap();
+        }
+        remove_hop_by_hop(&mut response);
+        let mut left: Vec<&str> = response.headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "mcp-session-id"]);
     }
 }

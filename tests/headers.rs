@@ -1,6 +1,7 @@
 //! Header policy through the real gateway, on its own HTTP/1 engine and on HTTP/2 (pingora-proxy):
-//! header names spelled with `_` (which many upstreams read as `-`) never get past a rule.
-//! Requests are raw bytes where a client library would tidy the names.
+//! header names spelled with `_` (which many upstreams read as `-`) never get past a rule, and an
+//! upstream response's hop-by-hop fields stay behind. Requests and responses are raw bytes where
+//! a client library would tidy the names.
 
 mod support;
 
@@ -10,7 +11,7 @@ use support::free_port;
 use support::gateway::Gateway;
 use support::upstream::{MockUpstream, Recorded, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Generous bound for "this must happen": a failure guard, never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -156,4 +157,81 @@ async fn over_http2_underscore_names_are_dropped_too() {
     assert!(names(&received).iter().all(|name| !name.contains('_')), "{:?}", names(&received));
     assert_eq!(received.headers["x-kept"], "1");
     drop(gateway);
+}
+
+/// An upstream that answers every request on a connection with `head` (ending in the blank
+/// line) and a `{}` body.
+async fn raw_upstream(head: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    // The requests here are POSTs of `{}`: the head, then two bytes.
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        if seen.len() < end + 6 {
+                            break;
+                        }
+                        seen.drain(..end + 6);
+                        let answer = format!("{head}{{}}");
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// An upstream response with every kind of hop-by-hop field, including one its `Connection`
+/// names.
+const HOP_BY_HOP_RESPONSE: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\
+    connection: X-Upstream-Hop\r\nx-upstream-hop: internal\r\nkeep-alive: timeout=5\r\n\
+    proxy-connection: keep-alive\r\nte: trailers\r\ntrailer: x-checksum\r\nupgrade: h2c\r\n\
+    x-kept: 1\r\n\r\n";
+
+/// The hop-by-hop names the client must not see (on HTTP/1 the gateway may write a `Connection`
+/// of its own, about its own connection: checked apart).
+const HOP_BY_HOP: [&str; 6] =
+    ["x-upstream-hop", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_responses_hop_by_hop_fields_never_reach_the_client_on_either_engine() {
+    let upstream = raw_upstream(HOP_BY_HOP_RESPONSE).await;
+    let servers = format!("servers:\n  - {{name: gh, path: /gh, upstream: \"{upstream}\"}}\n");
+
+    let gateway = Gateway::start(&servers);
+    let h1 = support::post_jsonrpc(gateway.url("/gh"), "{}").send().await.expect("h1 request");
+    assert_eq!(h1.status(), 200);
+    for name in HOP_BY_HOP {
+        assert!(h1.headers().get(name).is_none(), "{name} reached the HTTP/1 client");
+    }
+    let connection =
+        h1.headers().get("connection").map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase());
+    assert!(
+        !connection.as_deref().unwrap_or_default().contains("x-upstream-hop"),
+        "a Connection reaching the client is the gateway's own: {connection:?}"
+    );
+    assert_eq!(h1.headers()["x-kept"], "1");
+    assert_eq!(h1.text().await.expect("body"), "{}");
+
+    let (_tls, h2, base, _dir) = tls_gateway(&servers);
+    let response = h2.post(format!("{base}/gh")).body("{}").send().await.expect("h2 request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    for name in HOP_BY_HOP.iter().chain(&["connection"]) {
+        assert!(response.headers().get(*name).is_none(), "{name} reached the HTTP/2 client");
+    }
+    assert_eq!(response.headers()["x-kept"], "1");
+    assert_eq!(response.text().await.expect("body"), "{}");
 }

@@ -1,5 +1,6 @@
 //! Response filters: status, headers and body pass through unchanged, except the legacy SSE
-//! `endpoint` event, which is pointed at the gateway. Streams are counted while open.
+//! `endpoint` event, which is pointed at the gateway, and the upstream connection's own
+//! (hop-by-hop) fields, which stay behind. Streams are counted while open.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -7,6 +8,7 @@ use pingora::proxy::Session;
 
 use super::{errors, RequestCtx, MCP_SESSION_ID};
 use crate::error_body::{render, GatewayError};
+use crate::headers::remove_hop_by_hop;
 use crate::origin;
 use crate::sse_endpoint::{EndpointMapping, EndpointRewriter};
 use crate::tokens::TokenCache;
@@ -45,6 +47,7 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
     if let (Some(sent), Some(server)) = (ctx.upstream_sent_at, ctx.server()) {
         server.metrics.upstream_duration.observe(sent.elapsed().as_secs_f64());
     }
+    remove_hop_by_hop(response);
     if response.status == http::StatusCode::UNAUTHORIZED
         && ctx.credentials.as_ref().is_some_and(|c| c.injected)
     {
