@@ -35,6 +35,8 @@ pub enum GatewayError {
     TokenInQuery,
     /// The trusted proxy named no user (401).
     MissingUser,
+    /// The trusted proxy's user header came more than once, or as a list (401).
+    DuplicateUserHeader,
     /// Authentication cannot be done right now: the identity provider's keys are unavailable (503).
     AuthUnavailable,
     /// `one_time` app auth without `X-Upstream-Authorization` (401).
@@ -60,6 +62,7 @@ impl GatewayError {
             Self::MissingToken
             | Self::InvalidToken(_)
             | Self::MissingUser
+            | Self::DuplicateUserHeader
             | Self::MissingUpstreamCredential
             | Self::NoCallerToken => 401,
             Self::OriginDenied | Self::InsufficientScope => 403,
@@ -85,6 +88,7 @@ impl GatewayError {
             Self::InsufficientScope => "insufficient_scope",
             Self::TokenInQuery => "token_in_query",
             Self::MissingUser => "missing_user",
+            Self::DuplicateUserHeader => "duplicate_user_header",
             Self::AuthUnavailable => "auth_unavailable",
             Self::MissingUpstreamCredential => "missing_upstream_credential",
             Self::NoCallerToken => "no_caller_token",
@@ -110,6 +114,7 @@ impl GatewayError {
             Self::InsufficientScope => "the access token lacks a scope this MCP server requires",
             Self::TokenInQuery => "access tokens are accepted in the Authorization header only",
             Self::MissingUser => "the authenticating proxy did not name a user",
+            Self::DuplicateUserHeader => "the authenticating proxy named the user more than once",
             Self::AuthUnavailable => "authentication is unavailable: the identity provider cannot be reached",
             Self::MissingUpstreamCredential => {
                 "this MCP server needs the upstream credential in the X-Upstream-Authorization header"
