@@ -49,6 +49,8 @@ pub enum GatewayError {
     CredentialUnavailable(Arc<str>),
     /// The upstream refused the credential the gateway sent (502).
     UpstreamRejectedCredential,
+    /// The upstream asked for a credential and the gateway sends it none (502).
+    UpstreamRequiresCredentials,
     /// The MCP session is unknown, forged, or its replica is gone (404: start a new session).
     SessionNotFound,
 }
@@ -66,7 +68,9 @@ impl GatewayError {
             | Self::MissingUpstreamCredential
             | Self::NoCallerToken => 401,
             Self::OriginDenied | Self::InsufficientScope => 403,
-            Self::UpstreamUnreachable | Self::UpstreamRejectedCredential => 502,
+            Self::UpstreamUnreachable
+            | Self::UpstreamRejectedCredential
+            | Self::UpstreamRequiresCredentials => 502,
             Self::AuthUnavailable | Self::CredentialUnavailable(_) => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
@@ -95,6 +99,7 @@ impl GatewayError {
             Self::UnsafeHeaderValue(_) => "unsafe_header_value",
             Self::CredentialUnavailable(_) => "credential_unavailable",
             Self::UpstreamRejectedCredential => "upstream_rejected_credential",
+            Self::UpstreamRequiresCredentials => "upstream_requires_credentials",
             Self::SessionNotFound => "session_not_found",
         }
     }
@@ -125,6 +130,9 @@ impl GatewayError {
                 "the credential for the MCP server cannot be obtained right now"
             }
             Self::UpstreamRejectedCredential => "the MCP server refused the gateway's credential",
+            Self::UpstreamRequiresCredentials => {
+                "the MCP server asked for credentials the gateway is not configured to send"
+            }
             Self::SessionNotFound => "session not found: initialize a new MCP session",
         }
     }

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     /// Inbound header fields not forwarded because their name holds `_`, by server.
     pub underscore_headers_dropped: IntCounterVec,
+    /// Upstream 401/403 challenges the gateway answered for itself, by server and the reason it
+    /// gave the client (`upstream_requires_credentials`, `upstream_rejected_credential`).
+    pub upstream_challenges: IntCounterVec,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -127,7 +130,15 @@ impl Metrics {
             ),
             &["server"],
         )?;
+        let upstream_challenges = IntCounterVec::new(
+            Opts::new(
+                "upstream_challenges_total",
+                "Upstream 401/403 challenges answered by the gateway instead, by server and reason",
+            ),
+            &["server", "reason"],
+        )?;
         registry.register(Box::new(underscore_headers_dropped.clone()))?;
+        registry.register(Box::new(upstream_challenges.clone()))?;
         registry.register(Box::new(upstream_healthy.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_info.clone()))?;
@@ -161,6 +172,7 @@ impl Metrics {
             config_loaded_at,
             upstream_healthy,
             underscore_headers_dropped,
+            upstream_challenges,
         })
     }
 
