@@ -35,6 +35,8 @@ pub enum GatewayError {
     TokenInQuery,
     /// The trusted proxy named no user (401).
     MissingUser,
+    /// The trusted proxy's user header came more than once, or as a list (401).
+    DuplicateUserHeader,
     /// Authentication cannot be done right now: the identity provider's keys are unavailable (503).
     AuthUnavailable,
     /// `one_time` app auth without `X-Upstream-Authorization` (401).
@@ -47,6 +49,8 @@ pub enum GatewayError {
     CredentialUnavailable(Arc<str>),
     /// The upstream refused the credential the gateway sent (502).
     UpstreamRejectedCredential,
+    /// The upstream asked for a credential and the gateway sends it none (502).
+    UpstreamRequiresCredentials,
     /// The MCP session is unknown, forged, or its replica is gone (404: start a new session).
     SessionNotFound,
 }
@@ -60,10 +64,13 @@ impl GatewayError {
             Self::MissingToken
             | Self::InvalidToken(_)
             | Self::MissingUser
+            | Self::DuplicateUserHeader
             | Self::MissingUpstreamCredential
             | Self::NoCallerToken => 401,
             Self::OriginDenied | Self::InsufficientScope => 403,
-            Self::UpstreamUnreachable | Self::UpstreamRejectedCredential => 502,
+            Self::UpstreamUnreachable
+            | Self::UpstreamRejectedCredential
+            | Self::UpstreamRequiresCredentials => 502,
             Self::AuthUnavailable | Self::CredentialUnavailable(_) => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
@@ -85,12 +92,14 @@ impl GatewayError {
             Self::InsufficientScope => "insufficient_scope",
             Self::TokenInQuery => "token_in_query",
             Self::MissingUser => "missing_user",
+            Self::DuplicateUserHeader => "duplicate_user_header",
             Self::AuthUnavailable => "auth_unavailable",
             Self::MissingUpstreamCredential => "missing_upstream_credential",
             Self::NoCallerToken => "no_caller_token",
             Self::UnsafeHeaderValue(_) => "unsafe_header_value",
             Self::CredentialUnavailable(_) => "credential_unavailable",
             Self::UpstreamRejectedCredential => "upstream_rejected_credential",
+            Self::UpstreamRequiresCredentials => "upstream_requires_credentials",
             Self::SessionNotFound => "session_not_found",
         }
     }
@@ -110,6 +119,7 @@ impl GatewayError {
             Self::InsufficientScope => "the access token lacks a scope this MCP server requires",
             Self::TokenInQuery => "access tokens are accepted in the Authorization header only",
             Self::MissingUser => "the authenticating proxy did not name a user",
+            Self::DuplicateUserHeader => "the authenticating proxy named the user more than once",
             Self::AuthUnavailable => "authentication is unavailable: the identity provider cannot be reached",
             Self::MissingUpstreamCredential => {
                 "this MCP server needs the upstream credential in the X-Upstream-Authorization header"
@@ -120,6 +130,9 @@ impl GatewayError {
                 "the credential for the MCP server cannot be obtained right now"
             }
             Self::UpstreamRejectedCredential => "the MCP server refused the gateway's credential",
+            Self::UpstreamRequiresCredentials => {
+                "the MCP server asked for credentials the gateway is not configured to send"
+            }
             Self::SessionNotFound => "session not found: initialize a new MCP session",
         }
     }

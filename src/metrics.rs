@@ -49,6 +49,11 @@ pub struct Metrics {
     pub config_loaded_at: prometheus::Gauge,
     /// 1 when a replica passes its health checks, by server and upstream.
     pub upstream_healthy: IntGaugeVec,
+    /// Inbound header fields not forwarded because their name holds `_`, by server.
+    pub underscore_headers_dropped: IntCounterVec,
+    /// Upstream 401/403 challenges the gateway answered for itself, by server and the reason it
+    /// gave the client (`upstream_requires_credentials`, `upstream_rejected_credential`).
+    pub upstream_challenges: IntCounterVec,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -126,6 +131,22 @@ impl Metrics {
             Opts::new("upstream_healthy", "1 when a replica passes its health checks"),
             &["server", "upstream"],
         )?;
+        let underscore_headers_dropped = IntCounterVec::new(
+            Opts::new(
+                "underscore_headers_dropped_total",
+                "Inbound header fields not forwarded because their name holds '_', by server",
+            ),
+            &["server"],
+        )?;
+        let upstream_challenges = IntCounterVec::new(
+            Opts::new(
+                "upstream_challenges_total",
+                "Upstream 401/403 challenges answered by the gateway instead, by server and reason",
+            ),
+            &["server", "reason"],
+        )?;
+        registry.register(Box::new(underscore_headers_dropped.clone()))?;
+        registry.register(Box::new(upstream_challenges.clone()))?;
         registry.register(Box::new(upstream_healthy.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_info.clone()))?;
@@ -160,6 +181,8 @@ impl Metrics {
             config_info,
             config_loaded_at,
             upstream_healthy,
+            underscore_headers_dropped,
+            upstream_challenges,
         })
     }
 
@@ -187,6 +210,8 @@ pub struct ServerMetrics {
     pub active_streams: IntGauge,
     /// Successful agent authentications.
     pub auth_ok: IntCounter,
+    /// Inbound header fields not forwarded because their name holds `_`.
+    pub underscore_headers_dropped: IntCounter,
 }
 
 impl ServerMetrics {
@@ -199,6 +224,7 @@ impl ServerMetrics {
             upstream_duration: m.upstream_duration.with_label_values(&[&server]),
             active_streams: m.active_streams.with_label_values(&[&server]),
             auth_ok: m.auth_outcomes.with_label_values(&[&server, auth_mode, "ok"]),
+            underscore_headers_dropped: m.underscore_headers_dropped.with_label_values(&[&server]),
             server,
         }
     }

@@ -465,6 +465,63 @@ async fn a_trusted_proxy_names_the_user_only_from_its_networks() {
     }
 }
 
+/// POSTs a JSON-RPC call to `path` with `fields` written exactly as given (a client library would
+/// fold repeated fields or tidy names); returns the response, head and body.
+async fn raw_post(gateway: &Gateway, path: &str, fields: &[(&str, &str)]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        gateway.port,
+        body.len()
+    );
+    for (name, value) in fields {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let exchange = async {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port)).await.expect("connect");
+        socket.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        socket.read_to_end(&mut response).await.expect("read");
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    tokio::time::timeout(PATIENCE, exchange).await.expect("the gateway answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_user_header_sent_twice_or_as_a_list_is_refused_never_first_wins() {
+    let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
+    // With anonymous allowed, too: a second copy is never read as "no user".
+    let gateway = Gateway::start(&proxy_config(&upstream, "\"127.0.0.0/8\"", true));
+    let appended = [
+        // A front proxy that appends its header after the client's.
+        &[("X-Authenticated-User", "mallory"), ("X-Authenticated-User", "alice@example.com")][..],
+        // One that folds them into a list.
+        &[("X-Authenticated-User", "mallory, alice@example.com")],
+        // The client's copy spelled with `_`, which many upstreams read as the same header.
+        &[("X-Authenticated-User", "alice@example.com"), ("X_Authenticated_User", "mallory")],
+    ];
+    for fields in appended {
+        let response = raw_post(&gateway, "/gh", fields).await;
+        assert!(response.starts_with("HTTP/1.1 401"), "{fields:?}: {response}");
+        assert!(response.contains(r#""reason":"duplicate_user_header""#), "{response}");
+        assert!(response.contains(r#""id":9"#), "a JSON-RPC error for the call: {response}");
+    }
+    assert!(upstream.requests().is_empty(), "no refused request went upstream");
+    let metrics = client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"portcullis_auth_outcomes_total{mode="trusted_proxy",result="duplicate_user_header",server="gh"} 3"#),
+        "{metrics}"
+    );
+
+    let one = raw_post(&gateway, "/gh", &[("X-Authenticated-User", "alice@example.com")]).await;
+    assert!(one.starts_with("HTTP/1.1 200"), "{one}");
+    wait_for("alice in the access log", || gateway.log().contains("subject=\"alice@example.com\"")).await;
+    assert!(!gateway.log().contains("subject=\"mallory"), "mallory was never anyone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_are_checked_and_cors_exposes_the_challenge() {
     let idp = MockIdp::start(&["rsa-a"]).await;

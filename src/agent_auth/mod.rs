@@ -63,6 +63,9 @@ pub enum AuthFailure {
     TokenInQuery,
     /// No user header from a trusted proxy (401).
     MissingUser,
+    /// More than one user header from a trusted proxy, or one holding a list (401): a proxy that
+    /// appends rather than replaces would let the client choose who it is.
+    DuplicateUserHeader,
     /// The identity provider's keys cannot be had (503).
     Unavailable,
 }
@@ -76,6 +79,7 @@ impl AuthFailure {
             Self::InsufficientScope => "insufficient_scope",
             Self::TokenInQuery => "token_in_query",
             Self::MissingUser => "missing_user",
+            Self::DuplicateUserHeader => "duplicate_user_header",
             Self::Unavailable => "keys_unavailable",
         }
     }
@@ -147,19 +151,49 @@ impl JwtCheck {
 }
 
 impl TrustedProxy {
+    /// The user the proxy names in its one user header. A second copy of the header (spelled
+    /// with `_` for `-` too, as many upstreams read names) or a list value is refused, never
+    /// "the first wins": a proxy that appends instead of replacing would let the client choose.
     fn authenticate(&self, request: &RequestHeader, client: Option<IpAddr>) -> Result<Identity, AuthFailure> {
         let trusted = client.is_some_and(|ip| self.networks.iter().any(|net| net.contains(&ip)));
         // From an untrusted source the header is ignored (and stripped before forwarding).
-        let user = trusted
-            .then(|| request.headers.get(&self.header))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
+        if !trusted {
+            return self.anonymous_or(AuthFailure::MissingUser);
+        }
+        let mut copies = request.headers.get_all(&self.header).iter();
+        let first = copies.next();
+        if copies.next().is_some() || (first.is_some() && self.has_other_spelling(request)) {
+            return Err(AuthFailure::DuplicateUserHeader);
+        }
+        let Some(value) = first else {
+            return self.anonymous_or(AuthFailure::MissingUser);
+        };
+        if value.as_bytes().contains(&b',') {
+            return Err(AuthFailure::DuplicateUserHeader);
+        }
+        let user = value
+            .to_str()
+            .ok()
             .map(str::trim)
             .filter(|u| !u.is_empty() && u.bytes().all(|b| (0x20..0x7f).contains(&b)));
         match user {
             Some(user) => Ok(Identity::proxy(user.into())),
-            None if self.allow_anonymous => Ok(Identity::anonymous()),
-            None => Err(AuthFailure::MissingUser),
+            None => self.anonymous_or(AuthFailure::MissingUser),
+        }
+    }
+
+    /// True when the request also has the user header under another spelling (`_` for `-` or
+    /// the other way round): a second copy to an upstream that reads both alike.
+    fn has_other_spelling(&self, request: &RequestHeader) -> bool {
+        let wanted = crate::headers::canonical(&self.header);
+        request.headers.keys().any(|name| name != self.header && crate::headers::spells(name, &wanted))
+    }
+
+    fn anonymous_or(&self, failure: AuthFailure) -> Result<Identity, AuthFailure> {
+        if self.allow_anonymous {
+            Ok(Identity::anonymous())
+        } else {
+            Err(failure)
         }
     }
 }
@@ -245,6 +279,17 @@ mod tests {
             proxy.authenticate(&request(&[], "/"), Some("10.1.2.3".parse().unwrap())).err(),
             Some(AuthFailure::MissingUser)
         );
+        for twice in [
+            &[("x-authenticated-user", "mallory"), ("x-authenticated-user", "alice")][..],
+            &[("x-authenticated-user", "mallory, alice")],
+            &[("x-authenticated-user", "alice"), ("X_Authenticated_User", "mallory")],
+        ] {
+            assert_eq!(
+                proxy.authenticate(&request(twice, "/"), Some("10.1.2.3".parse().unwrap())).err(),
+                Some(AuthFailure::DuplicateUserHeader),
+                "{twice:?}"
+            );
+        }
         let lenient = TrustedProxy { allow_anonymous: true, ..proxy };
         assert_eq!(
             lenient.authenticate(&req, Some("192.0.2.1".parse().unwrap())).unwrap().subject(),

@@ -57,6 +57,11 @@ pub struct Config {
     /// used (sessions then stay on the host that created them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_key: Option<SecretSource>,
+    /// Forward inbound header fields whose name holds `_` (servers may say otherwise). Off by
+    /// default, as in nginx: many upstreams read `X_User` as `X-User`. When on, every rule that
+    /// strips, restricts or sets a header still reads `_` as `-`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_underscore_headers: bool,
     /// The registry of MCP servers behind the gateway.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
@@ -218,6 +223,10 @@ pub struct ServerConfig {
     /// Inbound headers never forwarded to this server: case-insensitive globs like `x-internal-*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restricted_headers: Vec<String>,
+    /// Forward inbound header fields whose name holds `_` (defaults to the top-level
+    /// `allow_underscore_headers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_underscore_headers: Option<bool>,
     /// How requests without a session are spread over `upstreams`.
     #[serde(default)]
     pub load_balancing: LoadBalancing,

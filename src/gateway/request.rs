@@ -63,6 +63,7 @@ pub async fn route(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCt
             }
             AuthFailure::TokenInQuery => (GatewayError::TokenInQuery, None),
             AuthFailure::MissingUser => (GatewayError::MissingUser, None),
+            AuthFailure::DuplicateUserHeader => (GatewayError::DuplicateUserHeader, None),
             AuthFailure::Unavailable => (GatewayError::AuthUnavailable, None),
         };
         errors::respond(session, ctx, error, challenge).await?;

@@ -1,12 +1,17 @@
 //! Response filters: status, headers and body pass through unchanged, except the legacy SSE
-//! `endpoint` event, which is pointed at the gateway. Streams are counted while open.
+//! `endpoint` event, which is pointed at the gateway, the upstream connection's own (hop-by-hop)
+//! fields, which stay behind, and an upstream's authentication challenge, which reaches the client
+//! only when the client's own credential went upstream. Streams are counted while open.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::{errors, RequestCtx, MCP_SESSION_ID};
+use crate::app_auth::AppAuth;
 use crate::error_body::{render, GatewayError};
+use crate::headers::remove_hop_by_hop;
+use crate::metrics::Metrics;
 use crate::origin;
 use crate::sse_endpoint::{EndpointMapping, EndpointRewriter};
 use crate::tokens::TokenCache;
@@ -45,10 +50,9 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
     if let (Some(sent), Some(server)) = (ctx.upstream_sent_at, ctx.server()) {
         server.metrics.upstream_duration.observe(sent.elapsed().as_secs_f64());
     }
-    if response.status == http::StatusCode::UNAUTHORIZED
-        && ctx.credentials.as_ref().is_some_and(|c| c.injected)
-    {
-        refuse_rejected_credential(session, response, ctx);
+    remove_hop_by_hop(response);
+    if let Some(error) = answer_for_the_upstream(response, ctx) {
+        replace_challenge(session, response, ctx, error);
         return;
     }
     wrap_session_id(response, ctx);
@@ -86,34 +90,91 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
     response.remove_header(&http::header::CONTENT_LENGTH);
 }
 
-/// The upstream refused a credential the gateway injected: its cached token is dropped so the next
-/// request fetches a new one, and the client gets a 502 of the gateway's own rather than the
-/// upstream's 401 challenge, which would read as a verdict on the client's credentials.
-fn refuse_rejected_credential(session: &Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) {
-    if let (Some(credentials), Some(registry)) = (&ctx.credentials, &ctx.registry) {
-        let cache = TokenCache::global(registry.token_capacity);
-        for (key, token) in credentials.tokens.clone() {
-            tokio::spawn(async move { cache.invalidate(&key, &token).await });
+/// The error the gateway answers with in place of an upstream's refusal, if it does. An upstream
+/// challenge (`WWW-Authenticate`, often naming an internal `resource_metadata` URL) is about the
+/// credential that went upstream: it reaches the client only when that credential was the
+/// client's own (`app_auth: passthrough` or `one_time`). Otherwise a 401 or 403 with a challenge,
+/// and any 401 to a credential of the gateway's, is the gateway's to answer: a client holding a
+/// valid gateway token is never sent to an internal authorization server.
+fn answer_for_the_upstream(response: &ResponseHeader, ctx: &RequestCtx) -> Option<GatewayError> {
+    let status = response.status;
+    if status != http::StatusCode::UNAUTHORIZED && status != http::StatusCode::FORBIDDEN {
+        return None;
+    }
+    let outbound = &ctx.server()?.outbound;
+    if matches!(outbound.app_auth, Some(AppAuth::Passthrough | AppAuth::OneTime)) {
+        return None;
+    }
+    let challenged = response.headers.contains_key(http::header::WWW_AUTHENTICATE);
+    let gateway_credential = ctx.credentials.as_ref().is_some_and(|c| c.injected)
+        || matches!(outbound.app_auth, Some(AppAuth::Query { .. }));
+    match (gateway_credential, status == http::StatusCode::UNAUTHORIZED || challenged) {
+        (true, true) => Some(GatewayError::UpstreamRejectedCredential),
+        (false, _) if challenged => Some(GatewayError::UpstreamRequiresCredentials),
+        _ => None,
+    }
+}
+
+/// Answers for the upstream: a 401 to the gateway's credential drops its cached tokens, so the
+/// next request fetches new ones; the upstream's challenge goes to the log, and the client gets
+/// the gateway's own error (JSON-RPC shaped for an MCP POST) with none of the upstream's fields.
+fn replace_challenge(
+    session: &Session,
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+    error: GatewayError,
+) {
+    if response.status == http::StatusCode::UNAUTHORIZED && error == GatewayError::UpstreamRejectedCredential
+    {
+        if let (Some(credentials), Some(registry)) = (&ctx.credentials, &ctx.registry) {
+            let cache = TokenCache::global(registry.token_capacity);
+            for (key, token) in credentials.tokens.clone() {
+                tokio::spawn(async move { cache.invalidate(&key, &token).await });
+            }
         }
     }
-    tracing::warn!(server = ctx.server_name(), "the upstream answered 401 to the gateway's credential");
-    let error = GatewayError::UpstreamRejectedCredential;
+    tracing::warn!(
+        server = ctx.server_name(),
+        status = response.status.as_u16(),
+        challenge = %challenge_for_log(response),
+        answer = error.reason(),
+        "the upstream refused the request; the gateway answers for it",
+    );
+    Metrics::global().upstream_challenges.with_label_values(&[ctx.server_name(), error.reason()]).inc();
     let body = render(&error, &errors::buffered_shape(session, ctx));
-    let rewritten = (|| -> pingora::Result<()> {
-        response.set_status(error.status())?;
-        for name in
-            [http::header::WWW_AUTHENTICATE, http::header::CONTENT_ENCODING, http::header::TRANSFER_ENCODING]
-        {
-            response.remove_header(&name);
-        }
-        response.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        response.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-        Ok(())
+    let replaced = (|| -> pingora::Result<ResponseHeader> {
+        let mut own = ResponseHeader::build(error.status(), Some(4))?;
+        own.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        own.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        own.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        Ok(own)
     })();
-    if rewritten.is_ok() {
-        ctx.replacement_body = Some(Bytes::from(body));
-        ctx.error = Some(error);
+    match replaced {
+        Ok(own) => {
+            *response = own;
+            ctx.replacement_body = Some(Bytes::from(body));
+            ctx.error = Some(error);
+        }
+        Err(e) => tracing::error!("cannot build the gateway's answer to an upstream refusal: {e}"),
     }
+}
+
+/// The upstream's challenges as one line for the log: at most 512 bytes, control characters and
+/// anything not ASCII escaped. A challenge carries no credential (the request's would be in
+/// `Authorization`, which is never logged).
+fn challenge_for_log(response: &ResponseHeader) -> String {
+    let mut line = String::new();
+    for value in response.headers.get_all(http::header::WWW_AUTHENTICATE) {
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.extend(value.as_bytes().iter().flat_map(|b| std::ascii::escape_default(*b)).map(char::from));
+    }
+    if line.len() > 512 {
+        line.truncate(509);
+        line.push_str("...");
+    }
+    line
 }
 
 /// Passes a body chunk through, rewriting the legacy endpoint event while it has not gone by.

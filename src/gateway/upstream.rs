@@ -117,7 +117,9 @@ pub fn upstream_target<'a>(inbound: &'a RequestHeader, ctx: &'a RequestCtx) -> &
 /// the caller's credentials, not the server's restricted globs), then the resolved credentials
 /// and the session id the replica issued. Built afresh rather than cut down from a copy: one pass
 /// over the client's headers and no removals (header names go upstream in lowercase, which HTTP
-/// allows). The framing fields are the caller's to set.
+/// allows). The framing fields are the caller's to set. Fields left behind for a `_` in their
+/// name are counted once per request: on the first head built, before `upstream_sent_at` is set
+/// (every engine sets it once a head is built; a retry or resend builds it again).
 pub fn upstream_fields<'a>(
     inbound: &'a RequestHeader,
     ctx: &'a RequestCtx,
@@ -129,7 +131,10 @@ pub fn upstream_fields<'a>(
     if let Some(upstream) = &ctx.upstream {
         fields.insert(&HOST, &upstream.host_header);
     }
-    server.headers.copy_forwardable(inbound, fields);
+    let underscored = server.headers.copy_forwardable(inbound, fields);
+    if underscored > 0 && ctx.upstream_sent_at.is_none() {
+        server.metrics.underscore_headers_dropped.inc_by(underscored as u64);
+    }
     if let Some(credentials) = &ctx.credentials {
         credentials.apply(inbound, fields);
     }

@@ -30,6 +30,8 @@ struct Shared<'a> {
     providers: BTreeMap<String, Arc<JwtProvider>>,
     provider_configs: &'a BTreeMap<String, IdentityProviderConfig>,
     default_auth: Option<&'a AgentAuthConfig>,
+    /// The top-level `allow_underscore_headers`.
+    underscore_headers: bool,
 }
 
 /// Paths the gateway keeps for itself; no server prefix may claim them.
@@ -107,6 +109,7 @@ impl Registry {
             providers,
             provider_configs: &config.identity_providers,
             default_auth: config.agent_auth.as_ref(),
+            underscore_headers: config.allow_underscore_headers,
         };
 
         let mut names = HashSet::new();
@@ -381,12 +384,11 @@ fn compile_server(
     let headers = auth.as_ref().and_then(|auth| {
         let mut extra = outbound_header_names(&outbound);
         extra.extend(auth.proxy_header().cloned());
+        let underscores = server.allow_underscore_headers.unwrap_or(shared.underscore_headers);
         HeaderPolicy::new(&extra, &server.restricted_headers)
-            .map_err(|(i, e)| {
-                errors.push(ConfigError::new(
-                    format!("{at}.restricted_headers[{i}]"),
-                    format!("invalid glob: {e}"),
-                ))
+            .map(|policy| policy.allowing_underscores(underscores))
+            .map_err(|e| {
+                errors.push(ConfigError::new(format!("{at}.restricted_headers[{}]", e.index), e.to_string()))
             })
             .ok()
     });

@@ -16,9 +16,12 @@ use crate::config::{
     ApiKeyLocation, AppAuthConfig, ConfigError, OutboundSourceConfig, ServerConfig, TokenClientConfig,
     TokenExchangeConfig,
 };
+use crate::headers::canonical;
 use crate::tokens::SourceMetrics;
 
-/// Headers an outbound setting may never set: framing, routing and hop-by-hop headers.
+/// Headers an outbound setting may never set: framing, routing and hop-by-hop headers. A name
+/// is compared spelled with `-` ([`canonical`]): `Content_Length` is `Content-Length` to many
+/// upstreams.
 const FORBIDDEN: [&str; 9] = [
     "host",
     "content-length",
@@ -41,12 +44,13 @@ pub fn compile_outbound(
     warnings: &mut Vec<ConfigError>,
 ) -> Outbound {
     let mut outbound = Outbound::default();
+    // Spelled with `-`: two settings whose names differ only by `_` and `-` set the same header.
     let mut taken: Vec<HeaderName> = Vec::new();
     if let Some(config) = &server.app_auth {
         let at = format!("{at}.app_auth");
         outbound.app_auth = compile_app_auth(config, &server.name, base_dir, &at, errors, warnings);
         match &outbound.app_auth {
-            Some(AppAuth::Static(name, _)) => taken.push(name.clone()),
+            Some(AppAuth::Static(name, _)) => taken.push(canonical(name)),
             Some(AppAuth::ClientCredentials(_) | AppAuth::Passthrough | AppAuth::OneTime) => {
                 taken.push(http::header::AUTHORIZATION)
             }
@@ -63,21 +67,21 @@ pub fn compile_outbound(
             ));
             continue;
         };
-        if FORBIDDEN.contains(&name.as_str()) {
+        if FORBIDDEN.contains(&canonical(&name).as_str()) {
             errors.push(ConfigError::new(
                 format!("{at}.header"),
                 format!("{name} cannot be set by the gateway"),
             ));
             continue;
         }
-        if taken.contains(&name) {
+        if taken.contains(&canonical(&name)) {
             errors.push(ConfigError::new(
                 format!("{at}.header"),
                 format!("{name} is already set by app_auth or another outbound header"),
             ));
             continue;
         }
-        taken.push(name.clone());
+        taken.push(canonical(&name));
         let prefix = header.prefix.clone().unwrap_or_default();
         if !is_header_safe(&prefix) {
             errors.push(ConfigError::new(format!("{at}.prefix"), "must not contain control characters"));
@@ -189,7 +193,7 @@ fn compile_app_auth(
                     ))
                 })
                 .ok()?;
-            if FORBIDDEN.contains(&header.as_str()) {
+            if FORBIDDEN.contains(&canonical(&header).as_str()) {
                 errors.push(ConfigError::new(
                     format!("{at}.name"),
                     format!("{header} cannot be set by the gateway"),
@@ -359,4 +363,36 @@ fn token_exchange(
         subject_token_type: c.subject_token_type.clone(),
         requested_token_type: c.requested_token_type.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::parse_yaml;
+    use crate::registry::Registry;
+
+    /// The config errors of one server with `fields`, as `path: message` lines.
+    fn errors_of(fields: &str) -> String {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:8080\"]\npublic_url: http://x\nagent_auth: {{mode: none, allow_unauthenticated: true}}\nservers:\n  - {{name: a, path: /a, upstream: \"http://127.0.0.1:1\", {fields}}}\n"
+        );
+        match Registry::compile(parse_yaml(&yaml).expect("parses"), Path::new(".")) {
+            Ok(_) => String::new(),
+            Err(errors) => errors.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_header_spelled_with_underscores_is_the_header_spelled_with_dashes() {
+        let framing = errors_of("outbound_headers: [{header: Content_Length, from: claim, claim: sub}]");
+        assert!(framing.contains("servers[0].outbound_headers[0].header"), "{framing}");
+        let twice = errors_of(
+            "outbound_headers: [{header: x-user, from: claim, claim: sub}, {header: X_User, from: claim, claim: email}]",
+        );
+        assert!(twice.contains("servers[0].outbound_headers[1].header"), "{twice}");
+        assert!(twice.contains("already set"), "{twice}");
+        let key = errors_of("app_auth: {type: api_key, name: Transfer_Encoding, value: k}");
+        assert!(key.contains("servers[0].app_auth.name"), "{key}");
+    }
 }
