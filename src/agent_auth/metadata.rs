@@ -16,6 +16,17 @@ pub struct PublicUrl {
     pub base_path: String,
 }
 
+/// The resource identifier of a route (a server prefix or alias): `public_url` + the route's path.
+/// This is what the route's metadata announces and what its tokens' `aud` must name.
+pub fn resource_url(public: &PublicUrl, route_path: &str) -> String {
+    let resource = format!("{}{}{}", public.origin, public.base_path, route_path);
+    if resource == public.origin {
+        format!("{resource}/")
+    } else {
+        resource
+    }
+}
+
 /// One protected resource: a server as reached through one of its routes.
 #[derive(Debug)]
 pub struct ProtectedResource {
@@ -43,8 +54,7 @@ impl ProtectedResource {
         authorization_servers: &[String],
         scopes: &[String],
     ) -> Option<Self> {
-        let resource = format!("{}{}{}", public.origin, public.base_path, route_path);
-        let resource = if resource == public.origin { format!("{resource}/") } else { resource };
+        let resource = resource_url(public, route_path);
         let metadata_url = format!("{}{WELL_KNOWN_PREFIX}{}{}", public.origin, public.base_path, route_path);
         let document = serde_json::json!({
             "resource": resource,
