@@ -39,7 +39,6 @@ fn provider(cache_size: u64) -> JwtProvider {
         "bench".into(),
         JwtRules {
             issuer: "https://idp.bench".into(),
-            audiences: vec!["https://mcp.bench/gh".into()],
             algorithms,
             leeway: Duration::from_secs(60),
             required_typ: None,

@@ -8,6 +8,10 @@ use pingora::http::{RequestHeader, ResponseHeader};
 const EXPOSED: &str = "WWW-Authenticate, Mcp-Session-Id";
 /// Methods MCP uses.
 const METHODS: &str = "GET, POST, DELETE, OPTIONS";
+/// Request headers MCP clients send (Streamable HTTP, resumption, the 2026 routing headers):
+/// allowed when a preflight does not name its own list.
+pub const MCP_REQUEST_HEADERS: &str =
+    "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name";
 
 /// A server's origin policy.
 #[derive(Debug, Clone, Default)]
@@ -93,16 +97,20 @@ pub fn preflight_response(request: &RequestHeader) -> pingora::Result<ResponseHe
     let mut response = ResponseHeader::build(204, Some(6))?;
     add_cors(request, &mut response)?;
     response.insert_header(http::header::ACCESS_CONTROL_ALLOW_METHODS, METHODS)?;
-    let requested = request.headers.get(http::header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
-    response.insert_header(
-        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
-        requested.unwrap_or_else(|| {
-            HeaderValue::from_static("authorization, content-type, mcp-session-id, mcp-protocol-version")
-        }),
-    )?;
+    response.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, allowed_headers(request))?;
     response.insert_header(http::header::ACCESS_CONTROL_MAX_AGE, "600")?;
     response.insert_header(http::header::CONTENT_LENGTH, "0")?;
     Ok(response)
+}
+
+/// The `Access-Control-Allow-Headers` of a preflight that was allowed: the list it asked for, or
+/// else every header MCP clients send.
+pub fn allowed_headers(request: &RequestHeader) -> HeaderValue {
+    request
+        .headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(MCP_REQUEST_HEADERS))
 }
 
 #[cfg(test)]
@@ -175,5 +183,8 @@ mod tests {
         assert_eq!(resp.headers["access-control-allow-origin"], "https://app");
         assert_eq!(resp.headers["access-control-allow-headers"], "authorization, mcp-session-id");
         assert_eq!(resp.headers["access-control-expose-headers"], EXPOSED);
+        r.remove_header("access-control-request-headers");
+        let resp = preflight_response(&r).unwrap();
+        assert_eq!(resp.headers["access-control-allow-headers"], MCP_REQUEST_HEADERS);
     }
 }

@@ -17,7 +17,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// One JWT-protected server `gh` (scope `mcp:tools`) in front of `upstream`.
 fn jwt_config(idp: &MockIdp, upstream: &MockUpstream, cache: &str) -> String {
     format!(
-        "{}agent_auth: {{mode: jwt, provider: idp, scopes: [\"mcp:tools\"]}}\nservers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    restricted_headers: [\"x-internal-*\"]\n",
+        "{}agent_auth: {{mode: jwt, provider: idp, scopes: [\"mcp:tools\"], audiences: [\"{AUDIENCE}\"]}}\nservers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    restricted_headers: [\"x-internal-*\"]\n",
         idp.provider_yaml("idp", &format!("    jwks_cache: {{{cache}}}\n")),
         upstream.url("/mcp"),
     )
@@ -85,12 +85,12 @@ async fn every_kind_of_bad_token_is_an_invalid_token_challenge() {
     let idp = MockIdp::start(&["rsa-a", "ec-p256"]).await;
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let strict = format!(
-        "  strict:\n    issuer: \"{}\"\n    jwks_url: \"{}\"\n    audiences: [\"{AUDIENCE}\"]\n    algorithms: [RS256]\n",
+        "  strict:\n    issuer: \"{}\"\n    jwks_url: \"{}\"\n    algorithms: [RS256]\n",
         support::idp::ISSUER,
         idp.jwks_url()
     );
     let gateway = Gateway::start(&format!(
-        "{}{strict}agent_auth: {{mode: jwt, provider: idp}}\nservers:\n  - {{name: gh, path: /gh, upstream: \"{}\"}}\n  - {{name: rs-only, path: /rs, upstream: \"{}\", agent_auth: {{mode: jwt, provider: strict}}}}\n",
+        "{}{strict}agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}\nservers:\n  - {{name: gh, path: /gh, upstream: \"{}\"}}\n  - {{name: rs-only, path: /rs, upstream: \"{}\", agent_auth: {{mode: jwt, provider: strict, audiences: [\"{AUDIENCE}\"]}}}}\n",
         idp.provider_yaml("idp", ""),
         upstream.url("/mcp"),
         upstream.url("/mcp"),
@@ -281,7 +281,7 @@ async fn a_missing_scope_is_a_403_with_the_full_scope_list() {
     let idp = MockIdp::start(&["rsa-a"]).await;
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let gateway = Gateway::start(&format!(
-        "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp, scopes: [\"mcp:tools\", \"repo:write\"]}}\n",
+        "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp, scopes: [\"mcp:tools\", \"repo:write\"], audiences: [\"{AUDIENCE}\"]}}\n",
         idp.provider_yaml("idp", ""),
         upstream.url("/mcp")
     ));
@@ -315,7 +315,7 @@ async fn each_route_and_alias_publishes_its_resource_metadata() {
     let idp = MockIdp::start(&["rsa-a"]).await;
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let gateway = Gateway::start(&format!(
-        "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp, scopes: [\"mcp:tools\"]}}\n  - name: open\n    path: /open\n    upstream: \"{}\"\n    agent_auth: {{mode: none, allow_unauthenticated: true}}\n",
+        "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp, scopes: [\"mcp:tools\"], audiences: [\"{AUDIENCE}\"]}}\n  - name: open\n    path: /open\n    upstream: \"{}\"\n    agent_auth: {{mode: none, allow_unauthenticated: true}}\n",
         idp.provider_yaml("idp", "    authorization_servers: [\"https://login.portcullis.test\"]\n"),
         upstream.url("/mcp"),
         upstream.url("/mcp")
@@ -527,7 +527,7 @@ async fn origins_are_checked_and_cors_exposes_the_challenge() {
     let idp = MockIdp::start(&["rsa-a"]).await;
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let gateway = Gateway::start(&format!(
-        "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp}}\n    allowed_origins: [\"https://app.portcullis.test\"]\n",
+        "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}\n    allowed_origins: [\"https://app.portcullis.test\"]\n",
         idp.provider_yaml("idp", ""),
         upstream.url("/mcp")
     ));

@@ -9,7 +9,7 @@ use base64::Engine;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use support::gateway::Gateway;
-use support::idp::{claims, sign, token, MockIdp};
+use support::idp::{claims, sign, token, MockIdp, AUDIENCE};
 use support::token_endpoint::{form, MockTokenEndpoint, TokenMode};
 use support::upstream::{MockUpstream, Recorded, Reply};
 use support::{client, post_jsonrpc};
@@ -349,7 +349,7 @@ async fn jwt_gateway(
 ) -> Gateway {
     Gateway::start_with_env(
         &format!(
-            "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp}}\n    outbound_headers:\n{headers}",
+            "{}servers:\n  - name: gh\n    path: /gh\n    upstream: \"{}\"\n    agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}\n    outbound_headers:\n{headers}",
             idp.provider_yaml("idp", ""),
             upstream.url("/mcp"),
         )
@@ -467,7 +467,7 @@ async fn no_secret_reaches_the_log_or_the_admin_config() {
         ("PT_STATIC", "static-header-0f9e3b"),
     ];
     let yaml = format!(
-        "{}servers:\n  - {{name: a, path: /a, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp}}, app_auth: {{type: api_key, name: x-key, value: \"${{env:PT_KEY}}\"}}, outbound_headers: [{{header: x-static, from: static, value: \"${{env:PT_STATIC}}\"}}, {{header: x-caller, from: caller_token}}]}}\n  - {{name: b, path: /b, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp}}, app_auth: {{type: bearer, token: \"${{env:PT_BEARER}}\"}}}}\n  - {{name: c, path: /c, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp}}, app_auth: {{type: basic, username: u, password: \"${{env:PT_PASS}}\"}}}}\n  - {{name: d, path: /d, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp}}, app_auth: {{type: oauth2_client_credentials, token_url: \"{t}\", client_id: c, client_secret: \"${{env:PT_SECRET}}\", auth_method: client_secret_post}}, outbound_headers: [{{header: x-obo, from: token_exchange, token_url: \"{t}\", client_id: c, client_secret: \"${{env:PT_SECRET}}\"}}]}}\n  - {{name: e, path: /e, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp}}, app_auth: {{type: one_time}}}}\n",
+        "{}servers:\n  - {{name: a, path: /a, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}, app_auth: {{type: api_key, name: x-key, value: \"${{env:PT_KEY}}\"}}, outbound_headers: [{{header: x-static, from: static, value: \"${{env:PT_STATIC}}\"}}, {{header: x-caller, from: caller_token}}]}}\n  - {{name: b, path: /b, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}, app_auth: {{type: bearer, token: \"${{env:PT_BEARER}}\"}}}}\n  - {{name: c, path: /c, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}, app_auth: {{type: basic, username: u, password: \"${{env:PT_PASS}}\"}}}}\n  - {{name: d, path: /d, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}, app_auth: {{type: oauth2_client_credentials, token_url: \"{t}\", client_id: c, client_secret: \"${{env:PT_SECRET}}\", auth_method: client_secret_post}}, outbound_headers: [{{header: x-obo, from: token_exchange, token_url: \"{t}\", client_id: c, client_secret: \"${{env:PT_SECRET}}\"}}]}}\n  - {{name: e, path: /e, upstream: \"{u}\", agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}, app_auth: {{type: one_time}}}}\n",
         idp.provider_yaml("idp", ""),
         u = upstream.url("/mcp"),
         t = endpoint.url(),

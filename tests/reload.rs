@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use support::client;
 use support::gateway::Gateway;
-use support::idp::{token, MockIdp};
+use support::idp::{token, MockIdp, AUDIENCE};
 use support::upstream::{MockUpstream, Reply, Step};
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -181,7 +181,7 @@ async fn unchanged_identity_providers_keep_their_keys_across_a_reload() {
     let idp = MockIdp::start(&["rsa-a"]).await;
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let body = |extra: &str| {
-        format!("{}agent_auth: {{mode: jwt, provider: idp}}\nservers:\n  - {{name: a, path: /a, upstream: \"{}\"}}\n{extra}", idp.provider_yaml("idp", ""), upstream.url("/mcp"))
+        format!("{}agent_auth: {{mode: jwt, provider: idp, audiences: [\"{AUDIENCE}\"]}}\nservers:\n  - {{name: a, path: /a, upstream: \"{}\"}}\n{extra}", idp.provider_yaml("idp", ""), upstream.url("/mcp"))
     };
     let gateway = Gateway::start(&body(""));
     let ok = |g: &Gateway, path: &'static str| {

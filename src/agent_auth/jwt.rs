@@ -1,9 +1,13 @@
 //! JWT access-token verification for one identity provider, with a cache of verified tokens.
 //!
 //! A token is verified against the provider's keys (chosen by `kid`, never by `jku`, `x5u` or an
-//! embedded `jwk`), its exact issuer, one of its audiences, `exp` (required) and `nbf`, with the
-//! configured leeway. A verified token is remembered until its `exp`, so a repeat costs a fast
+//! embedded `jwk`), its exact issuer, `exp` (required) and `nbf`, with the configured leeway; its
+//! `aud` must be present. A verified token is remembered until its `exp`, so a repeat costs a fast
 //! hash, a lookup and a comparison instead of a signature check.
+//!
+//! Which audiences are accepted is not the provider's business: a provider serves many servers,
+//! and each server accepts only tokens issued for it (see [`super::Audiences`], checked on every
+//! request, cached token or not).
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
@@ -54,6 +58,32 @@ impl VerifiedToken {
         &self.scopes
     }
 
+    /// The audiences the token names: its `aud` string, or the strings of its `aud` array.
+    pub fn audiences(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self.claims.get("aud") {
+            Some(Value::String(aud)) => (Some(aud.as_str()), None),
+            Some(Value::Array(auds)) => (None, Some(auds.iter().filter_map(Value::as_str))),
+            _ => (None, None),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// A verified token with these claims, for tests of what is checked after verification.
+    #[cfg(test)]
+    pub(crate) fn for_test(claims: Value) -> Self {
+        let claims = match claims {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Self {
+            digest: OnceLock::new(),
+            scopes: granted_scopes(&claims),
+            claims,
+            expires_at: SystemTime::now() + Duration::from_secs(600),
+            raw: Secret::new("test".to_owned()),
+        }
+    }
+
     /// True when every scope in `required` was granted.
     pub fn has_scopes(&self, required: &[String]) -> bool {
         required.iter().all(|r| self.scopes.iter().any(|s| s == r))
@@ -90,7 +120,7 @@ pub enum JwtRejection {
     NotYetValid,
     /// `iss` is not the provider's issuer.
     WrongIssuer,
-    /// `aud` contains none of the accepted audiences.
+    /// `aud` names none of the audiences the server accepts (a token for another resource).
     WrongAudience,
     /// A required claim (`exp`, `iss`, `aud`) is missing.
     MissingClaim,
@@ -159,8 +189,6 @@ pub enum Keys {
 pub struct JwtRules {
     /// Exact issuer.
     pub issuer: String,
-    /// Accepted audiences.
-    pub audiences: Vec<String>,
     /// Allowed algorithms.
     pub algorithms: Vec<Algorithm>,
     /// Leeway on `exp`/`nbf`.
@@ -173,6 +201,8 @@ pub struct JwtRules {
 pub struct JwtProvider {
     /// The provider's name in the config.
     pub name: Arc<str>,
+    /// The exact `iss` its tokens carry.
+    pub issuer: Arc<str>,
     /// Authorization servers announced in resource metadata.
     pub authorization_servers: Vec<String>,
     required_typ: Option<String>,
@@ -268,7 +298,8 @@ impl JwtProvider {
             .map(|&alg| {
                 let mut v = Validation::new(alg);
                 v.set_issuer(&[&rules.issuer]);
-                v.set_audience(&rules.audiences);
+                // `aud` must be there; which values are accepted is each server's check.
+                v.validate_aud = false;
                 v.set_required_spec_claims(&["exp", "iss", "aud"]);
                 v.validate_nbf = true;
                 v.leeway = rules.leeway.as_secs();
@@ -277,6 +308,7 @@ impl JwtProvider {
             .collect();
         Self {
             name,
+            issuer: rules.issuer.as_str().into(),
             authorization_servers,
             required_typ: rules.required_typ,
             validations,
@@ -402,7 +434,6 @@ mod tests {
             "test".into(),
             JwtRules {
                 issuer: ISSUER.into(),
-                audiences: vec!["https://gw.test/gh".into()],
                 algorithms,
                 leeway: Duration::from_secs(60),
                 required_typ: None,
@@ -488,8 +519,8 @@ mod tests {
             (with(json!({"exp": now() - 120})), JwtRejection::Expired),
             (with(json!({"nbf": now() + 600})), JwtRejection::NotYetValid),
             (with(json!({"iss": "https://idp.test/"})), JwtRejection::WrongIssuer),
-            (with(json!({"aud": ["https://elsewhere"]})), JwtRejection::WrongAudience),
             (with(json!({"exp": null})), JwtRejection::MissingClaim),
+            (with(json!({"aud": null})), JwtRejection::MissingClaim),
             (sign(Algorithm::RS256, "rsa-b", "rsa-a", claims()), JwtRejection::BadSignature),
             (sign(Algorithm::RS256, "rsa-a", "nobody", claims()), JwtRejection::UnknownKey),
             (sign(Algorithm::ES256, "ec-p256", "ec-p256", claims()), JwtRejection::AlgorithmNotAllowed),
@@ -511,11 +542,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn audiences_may_be_a_string_or_an_array() {
+    async fn the_audience_is_read_as_a_string_or_an_array_and_left_to_the_server() {
         let p = provider(vec![Algorithm::RS256]);
         let mut c = claims();
         c["aud"] = json!(["https://other", "https://gw.test/gh"]);
-        assert!(p.verify(&sign(Algorithm::RS256, "rsa-a", "rsa-a", c)).await.is_ok());
+        let verified = p.verify(&sign(Algorithm::RS256, "rsa-a", "rsa-a", c.clone())).await.unwrap();
+        assert_eq!(verified.audiences().collect::<Vec<_>>(), ["https://other", "https://gw.test/gh"]);
+        c["aud"] = json!("https://gw.test/search");
+        let verified = p.verify(&sign(Algorithm::RS256, "rsa-a", "rsa-a", c)).await.unwrap();
+        assert_eq!(verified.audiences().collect::<Vec<_>>(), ["https://gw.test/search"]);
     }
 
     #[tokio::test]

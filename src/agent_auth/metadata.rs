@@ -16,6 +16,17 @@ pub struct PublicUrl {
     pub base_path: String,
 }
 
+/// The resource identifier of a route (a server prefix or alias): `public_url` + the route's path.
+/// This is what the route's metadata announces and what its tokens' `aud` must name.
+pub fn resource_url(public: &PublicUrl, route_path: &str) -> String {
+    let resource = format!("{}{}{}", public.origin, public.base_path, route_path);
+    if resource == public.origin {
+        format!("{resource}/")
+    } else {
+        resource
+    }
+}
+
 /// One protected resource: a server as reached through one of its routes.
 #[derive(Debug)]
 pub struct ProtectedResource {
@@ -43,16 +54,15 @@ impl ProtectedResource {
         authorization_servers: &[String],
         scopes: &[String],
     ) -> Option<Self> {
-        let resource = format!("{}{}{}", public.origin, public.base_path, route_path);
-        let resource = if resource == public.origin { format!("{resource}/") } else { resource };
+        let resource = resource_url(public, route_path);
         let metadata_url = format!("{}{WELL_KNOWN_PREFIX}{}{}", public.origin, public.base_path, route_path);
-        let document = serde_json::json!({
-            "resource": resource,
-            "authorization_servers": authorization_servers,
-            "scopes_supported": scopes,
-            "bearer_methods_supported": ["header"],
-            "resource_name": server_name,
-        });
+        let document = Metadata {
+            resource: &resource,
+            authorization_servers,
+            scopes_supported: scopes,
+            bearer_methods_supported: &["header"],
+            resource_name: server_name,
+        };
         let scope = scopes.join(" ");
         let scope_param = if scope.is_empty() { String::new() } else { format!(", scope=\"{scope}\"") };
         let missing = format!("Bearer resource_metadata=\"{metadata_url}\"{scope_param}");
@@ -69,6 +79,21 @@ impl ProtectedResource {
             metadata_url,
         })
     }
+}
+
+/// The metadata document (RFC 9728 §2). A parameter without values is omitted, never written as
+/// an empty list or string (§3.2).
+#[derive(serde::Serialize)]
+struct Metadata<'a> {
+    resource: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    authorization_servers: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    scopes_supported: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    bearer_methods_supported: &'a [&'a str],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    resource_name: &'a str,
 }
 
 /// True for text that can stand inside a quoted `WWW-Authenticate` parameter.
@@ -113,6 +138,17 @@ mod tests {
         assert_eq!(
             r.challenge_missing,
             "Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/a\""
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&r.document).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "resource": "http://127.0.0.1:8080/a",
+                "authorization_servers": ["https://idp"],
+                "bearer_methods_supported": ["header"],
+                "resource_name": "a",
+            }),
+            "a parameter without values is omitted, not an empty list (RFC 9728 section 3.2)"
         );
     }
 }

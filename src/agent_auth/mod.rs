@@ -3,6 +3,7 @@
 //! Every route of a server (prefix, alias, legacy SSE and its message endpoint, every method)
 //! runs the same [`AgentAuth::authenticate`], which yields an [`Identity`] or the reason to refuse.
 
+mod audience;
 mod jwks;
 mod jwt;
 mod metadata;
@@ -14,16 +15,19 @@ use http::HeaderName;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
+pub use audience::Audiences;
 pub use jwks::{JwksError, JwksTimings, KeySet, RemoteJwks};
 pub use jwt::{JwtProvider, JwtRejection, JwtRules, Keys, VerifiedToken, VerifiedTokens};
-pub use metadata::{is_quotable, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX};
+pub use metadata::{is_quotable, resource_url, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX};
 
 use crate::identity::Identity;
 
-/// A required valid JWT from one provider, with scopes.
+/// A required valid JWT from one provider, issued for this server, with scopes.
 pub struct JwtCheck {
     /// The provider.
     pub provider: Arc<JwtProvider>,
+    /// Audiences this server accepts (its own resource URLs and any listed ones).
+    pub audiences: Audiences,
     /// Scopes a token must all carry.
     pub scopes: Vec<String>,
 }
@@ -132,7 +136,8 @@ impl JwtCheck {
             return Err(AuthFailure::TokenInQuery);
         }
         let token = bearer_token(request).ok_or(AuthFailure::MissingToken)?;
-        // A token verified before is found by its bytes; only a new one is read as text.
+        // A token verified before is found by its bytes; only a new one is read as text. The
+        // provider's cache is shared by its servers, so the audience is checked on every request.
         let verified = match self.provider.remembered(token) {
             Some(verified) => verified,
             None => {
@@ -143,6 +148,9 @@ impl JwtCheck {
                 })?
             }
         };
+        if !self.audiences.accepts(&verified) {
+            return Err(AuthFailure::InvalidToken(JwtRejection::WrongAudience));
+        }
         if !verified.has_scopes(&self.scopes) {
             return Err(AuthFailure::InsufficientScope);
         }

@@ -19,8 +19,10 @@ pub struct IdentityProviderConfig {
     /// The JWKS inline, as a YAML/JSON object or a JSON string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<serde_json::Value>,
-    /// Accepted audiences: a token's `aud` must contain one of them.
-    pub audiences: Vec<String>,
+    /// No longer accepted here: audiences are per server (`agent_auth.audiences`). Read only to
+    /// refuse it with a hint, since a provider-wide list let a token for one server in on another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
     /// Accepted signature algorithms (asymmetric only).
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -119,6 +121,10 @@ pub enum AgentAuthConfig {
         /// Scopes the token must all carry.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         scopes: Vec<String>,
+        /// Audiences accepted besides the server's own resource URLs, for identity providers that
+        /// cannot issue per-resource audiences (RFC 8707).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        audiences: Vec<String>,
     },
     /// Nothing is checked, unless `validate_jwt` asks for a valid token anyway.
     Passthrough {
@@ -155,6 +161,9 @@ pub struct JwtCheckConfig {
     /// Scopes the token must all carry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Audiences accepted besides the server's own resource URLs (see [`AgentAuthConfig::Jwt`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
 }
 
 /// The default trusted-proxy user header.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::app_auth::Resolved;
+use crate::drain::InFlight;
 use crate::error_body::GatewayError;
 use crate::identity::Identity;
 use crate::metrics::NO_SERVER;
@@ -57,6 +58,8 @@ pub struct RequestCtx {
     /// The request body, when the HTTP/1 driver read it whole before sending it upstream (error
     /// answers find the JSON-RPC id in it).
     pub request_body: Option<bytes::Bytes>,
+    /// Counts the request as in flight until the context is dropped (a graceful stop waits for it).
+    _in_flight: InFlight,
 }
 
 impl RequestCtx {
@@ -83,6 +86,7 @@ impl RequestCtx {
             credentials: None,
             replacement_body: None,
             request_body: None,
+            _in_flight: InFlight::enter(),
         }
     }
 

@@ -11,7 +11,8 @@ use crate::origin;
 use crate::registry::Registry;
 
 /// `GET /.well-known/oauth-protected-resource/<route>`: the route's metadata document (RFC 9728),
-/// readable from any origin.
+/// readable from any origin. Its preflight allows the headers browser MCP clients send with the
+/// fetch (`MCP-Protocol-Version`).
 pub async fn resource_metadata(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -21,11 +22,16 @@ pub async fn resource_metadata(
         return errors::respond(session, ctx, GatewayError::UnknownRoute, None).await;
     };
     let method = &session.req_header().method;
-    let mut header = ResponseHeader::build(if method == http::Method::OPTIONS { 204 } else { 200 }, Some(6))?;
+    let mut header = ResponseHeader::build(if method == http::Method::OPTIONS { 204 } else { 200 }, Some(7))?;
     header.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")?;
     header.insert_header(http::header::CACHE_CONTROL, "max-age=300")?;
     if method == http::Method::OPTIONS {
         header.insert_header(http::header::ACCESS_CONTROL_ALLOW_METHODS, "GET, OPTIONS")?;
+        header.insert_header(
+            http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+            origin::allowed_headers(session.req_header()),
+        )?;
+        header.insert_header(http::header::ACCESS_CONTROL_MAX_AGE, "600")?;
         header.insert_header(http::header::CONTENT_LENGTH, 0)?;
         return session.write_response_header(Box::new(header), true).await;
     }

@@ -9,11 +9,12 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
 use super::fetch_url::check_fetch_url;
+use super::McpServer;
 use crate::agent_auth::{
-    is_quotable, AgentAuth, JwksTimings, JwtCheck, JwtProvider, JwtRules, KeySet, Keys, RemoteJwks,
-    TrustedProxy, VerifiedTokens,
+    is_quotable, AgentAuth, Audiences, JwksTimings, JwtCheck, JwtProvider, JwtRules, KeySet, Keys,
+    RemoteJwks, TrustedProxy, VerifiedTokens,
 };
-use crate::config::{AgentAuthConfig, ConfigError, IdentityProviderConfig, JwtCheckConfig};
+use crate::config::{AgentAuthConfig, Config, ConfigError, IdentityProviderConfig, JwtCheckConfig};
 
 /// Algorithms a provider may allow: asymmetric only.
 const ASYMMETRIC: [Algorithm; 9] = [
@@ -68,10 +69,13 @@ fn compile_provider(
     if config.issuer.is_empty() {
         errors.push(ConfigError::new(format!("{at}.issuer"), "must not be empty"));
     }
-    if config.audiences.is_empty() || config.audiences.iter().any(String::is_empty) {
+    if config.audiences.is_some() {
         errors.push(
-            ConfigError::new(format!("{at}.audiences"), "at least one non-empty audience is required")
-                .hint("the MCP spec binds tokens to the resource: list the servers' public URLs"),
+            ConfigError::new(
+                format!("{at}.audiences"),
+                "audiences are no longer set per identity provider: a provider-wide list let a token issued for one server in on every other",
+            )
+            .hint("remove it: each server accepts tokens for its own resource URLs (public_url + path, and /servers/<name>/mcp); list any other audience under that server's agent_auth.audiences"),
         );
     }
     let mut algorithms = Vec::new();
@@ -197,7 +201,6 @@ fn compile_provider(
     };
     let rules = JwtRules {
         issuer: config.issuer.clone(),
-        audiences: config.audiences.clone(),
         algorithms,
         leeway: config.leeway.0,
         required_typ: config.required_typ.clone(),
@@ -214,27 +217,39 @@ fn static_keys(
     KeySet::parse(document, algorithms).map_err(|e| errors.push(ConfigError::new(at, e.to_string()))).ok()
 }
 
+/// What a server's agent authentication is compiled against.
+pub struct AuthContext<'a> {
+    /// Compiled identity providers.
+    pub providers: &'a BTreeMap<String, Arc<JwtProvider>>,
+    /// Every configured provider, including those with errors of their own.
+    pub provider_names: &'a BTreeMap<String, IdentityProviderConfig>,
+    /// The server's own resource URLs (prefix, alias): the audiences it accepts by default.
+    pub resources: &'a [String],
+}
+
 /// Compiles one agent-auth setting found at `at`.
 pub fn compile_agent_auth(
     config: &AgentAuthConfig,
-    providers: &BTreeMap<String, Arc<JwtProvider>>,
-    provider_names: &BTreeMap<String, IdentityProviderConfig>,
+    cx: &AuthContext<'_>,
     at: &str,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Option<AgentAuth> {
     match config {
-        AgentAuthConfig::Jwt { provider, scopes } => jwt_check(
-            &JwtCheckConfig { provider: provider.clone(), scopes: scopes.clone() },
-            providers,
-            provider_names,
+        AgentAuthConfig::Jwt { provider, scopes, audiences } => jwt_check(
+            &JwtCheckConfig {
+                provider: provider.clone(),
+                scopes: scopes.clone(),
+                audiences: audiences.clone(),
+            },
+            cx,
             at,
             errors,
         )
         .map(AgentAuth::Jwt),
         AgentAuthConfig::Passthrough { validate_jwt: None } => Some(AgentAuth::Passthrough(None)),
         AgentAuthConfig::Passthrough { validate_jwt: Some(check) } => {
-            jwt_check(check, providers, provider_names, &format!("{at}.validate_jwt"), errors)
+            jwt_check(check, cx, &format!("{at}.validate_jwt"), errors)
                 .map(|c| AgentAuth::Passthrough(Some(c)))
         }
         AgentAuthConfig::TrustedProxy { header, trusted_networks, allow_anonymous } => {
@@ -292,11 +307,18 @@ pub fn compile_agent_auth(
 
 fn jwt_check(
     config: &JwtCheckConfig,
-    providers: &BTreeMap<String, Arc<JwtProvider>>,
-    provider_names: &BTreeMap<String, IdentityProviderConfig>,
+    cx: &AuthContext<'_>,
     at: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<JwtCheck> {
+    for (i, audience) in config.audiences.iter().enumerate() {
+        if audience.is_empty() {
+            errors.push(
+                ConfigError::new(format!("{at}.audiences[{i}]"), "an audience must not be empty")
+                    .hint("the server's own resource URLs are accepted without listing them"),
+            );
+        }
+    }
     for (i, scope) in config.scopes.iter().enumerate() {
         if scope.is_empty() || scope.contains(' ') || !is_quotable(scope) {
             errors.push(
@@ -305,12 +327,16 @@ fn jwt_check(
             );
         }
     }
-    match providers.get(&config.provider) {
-        Some(provider) => Some(JwtCheck { provider: provider.clone(), scopes: config.scopes.clone() }),
+    match cx.providers.get(&config.provider) {
+        Some(provider) => Some(JwtCheck {
+            provider: provider.clone(),
+            audiences: Audiences::new(cx.resources, &config.audiences),
+            scopes: config.scopes.clone(),
+        }),
         // A provider with errors of its own was reported at its own path.
-        None if provider_names.contains_key(&config.provider) => None,
+        None if cx.provider_names.contains_key(&config.provider) => None,
         None => {
-            let known: Vec<&str> = provider_names.keys().map(String::as_str).collect();
+            let known: Vec<&str> = cx.provider_names.keys().map(String::as_str).collect();
             errors.push(
                 ConfigError::new(
                     format!("{at}.provider"),
@@ -324,5 +350,125 @@ fn jwt_check(
             );
             None
         }
+    }
+}
+
+/// Warns when several servers accept the same audience from the same issuer: a token issued for
+/// one of them is then accepted by all. Each server's own resource URLs are its alone, so this
+/// only happens through audiences listed explicitly (`agent_auth.audiences`).
+pub fn warn_shared_audiences(config: &Config, servers: &[McpServer], warnings: &mut Vec<ConfigError>) {
+    // (issuer, audience) → (YAML path of the first listing, the servers accepting it)
+    let mut accepted: BTreeMap<(&str, &str), (String, Vec<&str>)> = BTreeMap::new();
+    for (i, (source, server)) in config.servers.iter().zip(servers).enumerate() {
+        let Some(check) = server.auth.jwt() else { continue };
+        let at = match &source.agent_auth {
+            Some(AgentAuthConfig::Passthrough { .. }) => {
+                format!("servers[{i}].agent_auth.validate_jwt.audiences")
+            }
+            Some(_) => format!("servers[{i}].agent_auth.audiences"),
+            None => "agent_auth.audiences".to_owned(),
+        };
+        for audience in check.audiences.iter() {
+            let entry = accepted
+                .entry((&check.provider.issuer, audience))
+                .or_insert_with(|| (String::new(), Vec::new()));
+            if check.audiences.explicit().any(|a| a == audience) && entry.0.is_empty() {
+                entry.0 = at.clone();
+            }
+            entry.1.push(&server.name);
+        }
+    }
+    for ((issuer, audience), (at, names)) in accepted {
+        if names.len() > 1 {
+            warnings.push(
+                ConfigError::new(
+                    at,
+                    format!(
+                        "servers {} all accept tokens from {issuer} for the audience \"{audience}\": a token issued for one of them is accepted by the others",
+                        names.join(", ")
+                    ),
+                )
+                .hint("let the identity provider issue per-resource audiences (RFC 8707) and drop the listed audience, or accept that these servers share their tokens"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::parse_yaml;
+    use crate::registry::Registry;
+
+    /// A config with provider `corp` (keys from a fixture file) and the given tail.
+    fn compile(tail: &str) -> Result<Registry, crate::config::ConfigErrors> {
+        let jwks = format!("{}/tests/fixtures/jwt/rsa-a.jwk.json", env!("CARGO_MANIFEST_DIR"));
+        let jwks_dir = tempfile::tempdir().unwrap();
+        let file = jwks_dir.path().join("jwks.json");
+        let key: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(jwks).unwrap()).unwrap();
+        std::fs::write(&file, serde_json::json!({"keys": [key]}).to_string()).unwrap();
+        let yaml = format!(
+            "listen: [\"127.0.0.1:8080\"]\npublic_url: https://gw.example/base\nidentity_providers:\n  corp: {{issuer: \"https://idp.example\", jwks_file: \"{}\"}}\n{tail}",
+            file.display()
+        );
+        Registry::compile(parse_yaml(&yaml).expect("parses"), Path::new("."))
+    }
+
+    fn accepted(registry: &Registry, server: &str) -> Vec<String> {
+        let (_, s) = registry.route(&format!("/servers/{server}/mcp")).unwrap();
+        s.auth.jwt().unwrap().audiences.iter().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn each_server_accepts_its_own_resource_urls_by_default() {
+        let r = compile("agent_auth: {mode: jwt, provider: corp}\nservers:\n  - {name: github, path: /github, upstream: \"http://127.0.0.1:1\"}\n  - {name: search, path: /search, upstream: \"http://127.0.0.1:1\", agent_auth: {mode: passthrough, validate_jwt: {provider: corp}}}\n").unwrap();
+        assert_eq!(
+            accepted(&r, "github"),
+            ["https://gw.example/base/github", "https://gw.example/base/servers/github/mcp"]
+        );
+        assert_eq!(
+            accepted(&r, "search"),
+            ["https://gw.example/base/search", "https://gw.example/base/servers/search/mcp"]
+        );
+        let (_, github) = r.route("/github").unwrap();
+        let announced: Vec<&str> =
+            github.resources.as_ref().unwrap().iter().map(|p| p.resource.as_str()).collect();
+        assert_eq!(accepted(&r, "github"), announced, "exactly what the metadata announces");
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn listed_audiences_add_to_the_resource_urls_and_sharing_one_is_a_warning() {
+        let r = compile("agent_auth: {mode: jwt, provider: corp, audiences: [\"api://mcp\"]}\nservers:\n  - {name: github, path: /github, upstream: \"http://127.0.0.1:1\"}\n  - {name: search, path: /search, upstream: \"http://127.0.0.1:1\"}\n  - {name: wiki, path: /wiki, upstream: \"http://127.0.0.1:1\", agent_auth: {mode: jwt, provider: corp, audiences: [\"api://wiki\"]}}\n").unwrap();
+        assert!(accepted(&r, "github").contains(&"api://mcp".to_owned()));
+        assert_eq!(accepted(&r, "wiki")[2], "api://wiki");
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        let warning = r.warnings[0].to_string();
+        assert!(warning.starts_with("agent_auth.audiences: servers github, search all accept"), "{warning}");
+        assert!(warning.contains("\"api://mcp\"") && !warning.contains("wiki"), "{warning}");
+    }
+
+    #[test]
+    fn listing_another_servers_resource_url_is_a_shared_audience() {
+        let r = compile("agent_auth: {mode: jwt, provider: corp}\nservers:\n  - {name: github, path: /github, upstream: \"http://127.0.0.1:1\"}\n  - {name: search, path: /search, upstream: \"http://127.0.0.1:1\", agent_auth: {mode: jwt, provider: corp, audiences: [\"https://gw.example/base/github\"]}}\n").unwrap();
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0]
+            .to_string()
+            .starts_with("servers[1].agent_auth.audiences: servers github, search"));
+    }
+
+    #[test]
+    fn a_provider_wide_audience_list_is_refused_with_a_hint() {
+        let err = compile("  other: {issuer: \"https://idp2.example\", jwks_url: \"https://idp2.example/jwks\", audiences: [\"https://gw.example/base/github\"]}\nagent_auth: {mode: jwt, provider: corp, audiences: [\"\"]}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "identity_providers.other.audiences: audiences are no longer set per identity provider"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("agent_auth.audiences"), "the hint says where they go: {text}");
+        assert!(text.contains("agent_auth.audiences[0]: an audience must not be empty"), "{text}");
     }
 }

@@ -6,11 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::auth::{compile_agent_auth, compile_providers};
+use super::auth::{compile_agent_auth, compile_providers, warn_shared_audiences, AuthContext};
 use super::outbound::{compile_outbound, outbound_header_names};
 use super::{HealthCheck, Listener, McpServer, Registry};
 use crate::affinity::SessionKey;
-use crate::agent_auth::{AgentAuth, JwtProvider, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX};
+use crate::agent_auth::{
+    resource_url, AgentAuth, JwtProvider, ProtectedResource, PublicUrl, WELL_KNOWN_PREFIX,
+};
 use crate::config::HealthCheckKind;
 use crate::config::{
     AgentAuthConfig, Config, ConfigError, ConfigErrors, IdentityProviderConfig, ListenerConfig, ServerConfig,
@@ -94,14 +96,12 @@ impl Registry {
             compile_providers(&config.identity_providers, base_dir, previous, &mut errors, &mut warnings);
         if let Some(default_auth) = &config.agent_auth {
             // Checked once here; servers that inherit it do not repeat its errors.
-            compile_agent_auth(
-                default_auth,
-                &providers,
-                &config.identity_providers,
-                "agent_auth",
-                &mut errors,
-                &mut Vec::new(),
-            );
+            let cx = AuthContext {
+                providers: &providers,
+                provider_names: &config.identity_providers,
+                resources: &[],
+            };
+            compile_agent_auth(default_auth, &cx, "agent_auth", &mut errors, &mut Vec::new());
         }
         let shared = Shared {
             base_dir,
@@ -149,6 +149,7 @@ impl Registry {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        warn_shared_audiences(&config, &servers, &mut warnings);
         let routes = RouteTable::new(
             servers
                 .iter()
@@ -379,7 +380,13 @@ fn compile_server(
             errors.push(ConfigError::new(format!("{at}.tls.sni"), format!("\"{sni}\" is not a host name")));
         }
     }
-    let auth = compile_server_auth(server, at, shared, errors, warnings);
+    // The resource URLs its metadata announces: the audiences its tokens must name by default.
+    let resources: Vec<String> = shared
+        .public
+        .iter()
+        .flat_map(|public| [resource_url(public, &prefix), resource_url(public, &alias_path(&server.name))])
+        .collect();
+    let auth = compile_server_auth(server, at, shared, &resources, errors, warnings);
     let outbound = compile_outbound(server, auth.as_ref(), shared.base_dir, at, errors, warnings);
     let headers = auth.as_ref().and_then(|auth| {
         let mut extra = outbound_header_names(&outbound);
@@ -500,23 +507,16 @@ fn compile_server_auth(
     server: &ServerConfig,
     at: &str,
     shared: &Shared<'_>,
+    resources: &[String],
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Option<AgentAuth> {
     let path = format!("{at}.agent_auth");
+    let cx = AuthContext { providers: &shared.providers, provider_names: shared.provider_configs, resources };
     match (&server.agent_auth, shared.default_auth) {
-        (Some(own), _) => {
-            compile_agent_auth(own, &shared.providers, shared.provider_configs, &path, errors, warnings)
-        }
+        (Some(own), _) => compile_agent_auth(own, &cx, &path, errors, warnings),
         // The default's errors were reported at `agent_auth`; its warnings name this server.
-        (None, Some(default)) => compile_agent_auth(
-            default,
-            &shared.providers,
-            shared.provider_configs,
-            &path,
-            &mut Vec::new(),
-            warnings,
-        ),
+        (None, Some(default)) => compile_agent_auth(default, &cx, &path, &mut Vec::new(), warnings),
         (None, None) => {
             errors.push(
                 ConfigError::new(at, "no agent_auth, here or at the top level")

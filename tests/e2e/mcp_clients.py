@@ -110,11 +110,15 @@ class MockIdentityProvider:
         self.server.shutdown()
 
 
-def challenge_without_token(url):
+def challenge_without_token(url, token=None):
+    """POSTs an initialize (with `token` as the bearer, if given); returns the status and challenge."""
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
         url,
         data=b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}',
-        headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+        headers=headers,
     )
     try:
         urllib.request.urlopen(request, timeout=10)
@@ -233,7 +237,6 @@ identity_providers:
   e2e:
     issuer: "{MockIdentityProvider.ISSUER}"
     jwks_url: "{idp.jwks_url}"
-    audiences: ["{audience}", "http://127.0.0.1:{gw_port}/secure-legacy", "http://127.0.0.1:{gw_port}/locked"]
     algorithms: [RS256]
 agent_auth: {{mode: none, allow_unauthenticated: true}}
 servers:
@@ -310,6 +313,21 @@ servers:
             results.append(True)
         except Exception:
             print("FAILED: the challenge without a token")
+            traceback.print_exc()
+            results.append(False)
+
+        try:
+            # Each server accepts only tokens issued for it (their `aud` is its resource URL).
+            for_secure = idp.token(audience)
+            status, challenge = challenge_without_token(f"{base}/locked", for_secure)
+            assert status == 401, f"a token for /secure opened /locked ({status})"
+            assert challenge.startswith('Bearer error="invalid_token"'), challenge
+            status, _ = challenge_without_token(f"{base}/servers/secure/mcp", for_secure)
+            assert status != 401, f"the alias of /secure refused its token ({status})"
+            print("ok: a token issued for /secure opens /secure and its alias, and not /locked")
+            results.append(True)
+        except Exception:
+            print("FAILED: a token for one server on another")
             traceback.print_exc()
             results.append(False)
 

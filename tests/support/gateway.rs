@@ -65,18 +65,37 @@ impl Gateway {
 
     /// Starts a gateway on a complete config text; `port` and `admin_port` must match it.
     pub fn start_with_config(yaml: &str, port: u16, admin_port: u16, env: &[(&str, &str)]) -> Self {
+        Self::spawn(yaml, port, admin_port, env, None)
+    }
+
+    /// Like [`Gateway::start`], run with the Pingora server configuration `pingora_yaml` (`-s`;
+    /// its pid file and upgrade socket are put in the gateway's folder).
+    pub fn start_with_pingora_conf(servers_yaml: &str, pingora_yaml: &str) -> Self {
+        let port = free_port();
+        let admin_port = free_port();
+        let yaml = format!(
+            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\nagent_auth: {{mode: none, allow_unauthenticated: true}}\n{servers_yaml}"
+        );
+        Self::spawn(&yaml, port, admin_port, &[], Some(pingora_yaml))
+    }
+
+    fn spawn(yaml: &str, port: u16, admin_port: u16, env: &[(&str, &str)], pingora: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
         let mut command = Command::new(binary());
-        command
-            .args(["run", "-c"])
-            .arg(&config)
-            .env("PORTCULLIS_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log);
+        command.args(["run", "-c"]).arg(&config);
+        if let Some(pingora) = pingora {
+            let folder = dir.path().display();
+            let conf = dir.path().join("pingora.yaml");
+            let text = format!(
+                "{pingora}\npid_file: {folder}/portcullis.pid\nupgrade_sock: {folder}/upgrade.sock\n"
+            );
+            std::fs::write(&conf, text).expect("write pingora conf");
+            command.arg("-s").arg(conf);
+        }
+        command.env("PORTCULLIS_LOG", "info").envs(env.iter().copied()).stdout(Stdio::null()).stderr(log);
         die_with_parent(&mut command);
         let child = command.spawn().expect("spawn portcullis");
         let mut gateway = Self { child, port, admin_port, dir };
@@ -122,6 +141,27 @@ impl Gateway {
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the gateway process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        let sent = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(sent, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` while it still runs.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The config file path.

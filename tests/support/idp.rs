@@ -12,7 +12,9 @@ use super::upstream::{MockUpstream, Reply};
 
 /// The issuer every test token claims.
 pub const ISSUER: &str = "https://idp.portcullis.test";
-/// The audience every test token claims.
+/// The audience [`claims`] and [`token`] claim. It is no server's resource URL (the gateway's
+/// `public_url` is its loopback address), so a server accepts it only where its config lists it
+/// in `agent_auth.audiences`.
 pub const AUDIENCE: &str = "https://mcp.portcullis.test/gh";
 
 /// How the JWKS endpoint behaves now.
@@ -75,7 +77,7 @@ impl MockIdp {
     /// The `identity_providers` entry for this IdP, with extra indented YAML lines appended.
     pub fn provider_yaml(&self, name: &str, extra: &str) -> String {
         format!(
-            "identity_providers:\n  {name}:\n    issuer: \"{ISSUER}\"\n    jwks_url: \"{}\"\n    audiences: [\"{AUDIENCE}\"]\n    algorithms: [RS256, ES256]\n{extra}",
+            "identity_providers:\n  {name}:\n    issuer: \"{ISSUER}\"\n    jwks_url: \"{}\"\n    algorithms: [RS256, ES256]\n{extra}",
             self.jwks_url()
         )
     }
@@ -104,6 +106,18 @@ pub fn now() -> i64 {
 /// Good claims for `sub`: the test issuer and audience, 10 minutes to live, `mcp:tools` scope.
 pub fn claims(sub: &str) -> Value {
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "exp": now() + 600, "iat": now(), "scope": "mcp:tools mcp:read"})
+}
+
+/// Good claims for `sub` issued for `audience` (e.g. a server's resource URL, `gateway.url("/gh")`).
+pub fn claims_for(audience: &str, sub: &str) -> Value {
+    let mut c = claims(sub);
+    c["aud"] = json!(audience);
+    c
+}
+
+/// A valid RS256 token for `sub` issued for `audience`.
+pub fn token_for(audience: &str, sub: &str) -> String {
+    sign(Algorithm::RS256, "rsa-a", "rsa-a", &claims_for(audience, sub))
 }
 
 /// Signs `claims` with fixture key `key`, putting `kid` in the header.
