@@ -52,6 +52,7 @@ use super::request_facts::RequestFacts;
 use super::upstream_h1::UpstreamResponse;
 use super::upstream_request::{BodyFraming, RequestFields};
 use super::{logging, request, response, upstream, Gateway, RequestCtx};
+use crate::config::Http1Engine;
 use crate::upstream::PreparedPeer;
 
 /// Request bodies with a `Content-Length` up to this size are read whole before the upstream
@@ -65,7 +66,8 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 /// The Pingora application serving the gateway's listeners.
 pub struct GatewayApp {
     gateway: Gateway,
-    h2: Arc<HttpProxy<Gateway>>,
+    /// pingora-proxy's path: every HTTP/2 connection, and HTTP/1 ones where the config selects it.
+    pingora: Arc<HttpProxy<Gateway>>,
     pool: IdlePool,
     max_retries: usize,
 }
@@ -76,7 +78,7 @@ impl GatewayApp {
     pub fn new(conf: &Arc<ServerConf>, http1: Gateway, http2: Gateway) -> Self {
         Self {
             gateway: http1,
-            h2: Arc::new(http_proxy(conf, http2)),
+            pingora: Arc::new(http_proxy(conf, http2)),
             pool: IdlePool::new(ConnectorOptions::from_server_conf(conf), conf.upstream_keepalive_pool_size),
             max_retries: conf.max_retries.max(1),
         }
@@ -86,8 +88,9 @@ impl GatewayApp {
 #[async_trait]
 impl ServerApp for GatewayApp {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.h2, stream, shutdown).await;
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        if h2 || self.gateway.registry.load().http1_engine == Http1Engine::Pingora {
+            return ServerApp::process_new(&self.pingora, stream, shutdown).await;
         }
         let mut shutdown = shutdown.clone();
         let mut next = Some(Box::new(ClientConnection::new(stream)));
@@ -140,7 +143,7 @@ impl ServerApp for GatewayApp {
     }
 
     async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.h2).await;
+        ServerApp::cleanup(&*self.pingora).await;
     }
 }
 

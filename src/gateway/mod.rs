@@ -79,7 +79,26 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // The HTTP/1 driver gathers these while parsing; pingora-proxy's requests are read here.
         ctx.facts = request_facts::RequestFacts::of(&session.req_header().headers);
-        request::route(self, session, ctx).await
+        let request = session.req_header();
+        // What the HTTP/1 driver's parser refuses or does for itself, done here for
+        // pingora-proxy's HTTP/1 path (HTTP/2 has `:authority`, not `Host`).
+        if request.version == http::Version::HTTP_11 && ctx.facts.host.is_none() {
+            errors::respond(session, ctx, crate::error_body::GatewayError::BadRequest, None).await?;
+            return Ok(true);
+        }
+        if crate::drain::is_draining() {
+            // Answer, then close: clients move to the new process between requests.
+            session.set_keepalive(None);
+        }
+        if request::route(self, session, ctx).await? {
+            return Ok(true);
+        }
+        // The request goes upstream: a client waiting for permission to send its body gets it
+        // from the gateway, as on the HTTP/1 driver, and `Expect` is not forwarded.
+        if ctx.facts.expects_continue {
+            session.as_downstream_mut().write_continue_response().await?;
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {

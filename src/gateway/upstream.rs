@@ -98,6 +98,8 @@ pub fn prepare_request(
     // Straight into a plain header map: no case map to keep, no conversions per header.
     let mut headers = HeaderMap::with_capacity(inbound.headers.len() + 4);
     upstream_fields(inbound, ctx, &mut headers)?;
+    // The gateway answered the expectation itself (as the HTTP/1 driver's head writer does).
+    headers.remove(http::header::EXPECT);
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = inbound.method.clone();
     parts.uri = upstream_target(inbound, ctx).clone();

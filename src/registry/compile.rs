@@ -192,6 +192,7 @@ impl Registry {
             admin_token,
             public_base_path: public.base_path,
             dns_refresh: config.dns_refresh.0,
+            http1_engine: config.http1_engine,
             servers,
             routes,
             loaded_at: SystemTime::now(),

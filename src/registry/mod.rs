@@ -182,6 +182,8 @@ pub struct Registry {
     pub warnings: Vec<ConfigError>,
     /// Interval of background DNS refresh.
     pub dns_refresh: Duration,
+    /// The engine of HTTP/1 connections accepted while this registry is live.
+    pub http1_engine: crate::config::Http1Engine,
     /// Servers, indexed by [`RouteMatch::server`].
     pub servers: Vec<McpServer>,
     routes: RouteTable,
