@@ -18,7 +18,7 @@
 //!   coding is not `chunked`, or both a length and a transfer coding (a request-smuggling
 //!   signature) is answered 400 and the connection closed; a coding before `chunked`
 //!   (`gzip, chunked`) is answered 501, since the gateway does not decode codings;
-//! - chunked bodies are read strictly (`h1_framing.rs`): a size on every chunk line, CRLF and
+//! - chunked bodies are read strictly (`framing.rs`): a size on every chunk line, CRLF and
 //!   nothing else as a line end, trailer lines that are header fields; anything else is a 400;
 //! - a request without a length or coding has no body; bodies are decoded by length or chunks;
 //! - the connection is kept for another request only when the client wants it (HTTP/1.1 without
@@ -46,9 +46,8 @@ use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::conn_timer::ConnectionTimer;
-use super::h1_framing::{Framing, FramingFields, TransferCoding};
-use super::request_facts::RequestFacts;
+use crate::http1::framing::{Framing, FramingFields, TransferCoding};
+use crate::http1::timer::ConnectionTimer;
 
 /// Most header lines accepted in one request head (Pingora's limit too).
 pub const MAX_HEADERS: usize = 256;
@@ -181,7 +180,7 @@ impl ClientConnection {
             return Err(bad_request("request target of no known form"));
         }
         let mut headers = HeaderMap::with_capacity(self.fields.len());
-        let mut facts = RequestFacts::default();
+        let mut framing = FramingFields::default();
         for (name, value) in self.fields.drain(..) {
             let name = HeaderName::from_bytes(&raw[name]).map_err(|_| bad_request("invalid header name"))?;
             // SAFETY: httparse accepted this value, and the bytes it accepts in a field value
@@ -190,7 +189,7 @@ impl ClientConnection {
             // `every_byte_httparse_accepts_in_a_value_is_one_http_accepts` pins the equivalence,
             // and debug builds check each value anyway.
             let value = unsafe { HeaderValue::from_maybe_shared_unchecked(raw.slice(value)) };
-            facts.observe(&name, &value);
+            framing.observe(&name, value.as_bytes());
             headers.append(name, value);
         }
         let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -207,9 +206,9 @@ impl ClientConnection {
         if version == Version::HTTP_11 && !header.headers.contains_key(http::header::HOST) {
             return Err(bad_request("HTTP/1.1 request without Host"));
         }
-        let body = request_framing(version, &facts.framing)?;
-        let keepalive = facts.framing.keeps_alive(version);
-        Ok(Some(Box::new(RequestHead { header, raw, body, keepalive, facts })))
+        let body = request_framing(version, &framing)?;
+        let keepalive = framing.keeps_alive(version);
+        Ok(Some(Box::new(RequestHead { header, raw, body, keepalive, framing })))
     }
 
     /// Answers a request that could not be read with `status` and an empty body, and closes.
@@ -236,7 +235,7 @@ pub struct RequestHead {
     raw: Bytes,
     body: Framing,
     keepalive: bool,
-    facts: RequestFacts,
+    framing: FramingFields,
 }
 
 impl RequestHead {
@@ -245,9 +244,10 @@ impl RequestHead {
         &self.header
     }
 
-    /// What the phases read from the head's fields, gathered while it was parsed.
-    pub fn take_facts(&mut self) -> RequestFacts {
-        std::mem::take(&mut self.facts)
+    /// The framing fields (`Content-Length`, `Transfer-Encoding`, `Connection`), read while the
+    /// head was parsed.
+    pub fn framing(&self) -> &FramingFields {
+        &self.framing
     }
 }
 
@@ -623,7 +623,6 @@ impl RequestHead {
     /// empty head that allocates nothing.
     fn release_bytes(&mut self) {
         self.header = RequestHeader::from(http::Request::new(()).into_parts().0);
-        self.facts = RequestFacts::default();
         self.raw = Bytes::new();
     }
 }

@@ -18,8 +18,8 @@ use pingora::{Error, ErrorType, Result};
 use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 
-use super::h1_framing::{Framing, FramingFields, TransferCoding};
-use super::idle_pool::UpstreamConnection;
+use super::pool::UpstreamConnection;
+use crate::http1::framing::{Framing, FramingFields, TransferCoding};
 
 /// Most header lines accepted in one response head (Pingora's limit too).
 const MAX_HEADERS: usize = 256;
