@@ -46,7 +46,7 @@ use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::http1::framing::{Framing, FramingFields, TransferCoding};
+use crate::http1::framing::{Framing, FramingFields, InvalidLength, TransferCoding};
 use crate::http1::timer::ConnectionTimer;
 
 /// Most header lines accepted in one request head (Pingora's limit too).
@@ -277,7 +277,7 @@ fn request_framing(version: Version, fields: &FramingFields) -> Result<Framing> 
     match fields.content_length() {
         Ok(Some(length)) => Ok(Framing::length(length)),
         Ok(None) => Ok(Framing::Done),
-        Err(()) => Err(bad_request("invalid Content-Length")),
+        Err(InvalidLength) => Err(bad_request("invalid Content-Length")),
     }
 }
 
@@ -505,7 +505,7 @@ impl ClientRequest {
                     self.keepalive = false;
                     Out::UntilClose
                 }
-                Err(()) => {
+                Err(InvalidLength) => {
                     return Err(Error::explain(
                         ErrorType::InvalidHTTPHeader,
                         "invalid response Content-Length",
