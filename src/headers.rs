@@ -188,6 +188,17 @@ pub trait HeaderSink<'a> {
     }
 }
 
+/// The gateway's HTTP/1 engine writes the upstream head straight from the fields decided.
+impl<'a> HeaderSink<'a> for crate::http1::upstream::RequestFields<'a> {
+    fn append(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+        crate::http1::upstream::RequestFields::append(self, name, value);
+    }
+
+    fn insert(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+        crate::http1::upstream::RequestFields::insert(self, name, value);
+    }
+}
+
 impl<'a> HeaderSink<'a> for HeaderMap {
     fn append(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
         HeaderMap::append(self, name.clone(), value.clone());

@@ -1,7 +1,9 @@
 //! Portcullis: an MCP gateway on Pingora.
 //!
-//! The request path is in [`gateway`]; what it reads is the compiled [`registry`], built from the
-//! operator's [`config`]. See `DESIGN.md` in the shared folder for the map.
+//! The request path is in [`gateway`] (the MCP phases and one door per engine); HTTP/1 is
+//! carried by the gateway's own engine, [`http1`], unless the config selects pingora-proxy's.
+//! What the phases read is the compiled [`registry`], built from the operator's [`config`]. The
+//! README's "How a request flows" and `docs/architecture.md` draw the map.
 
 pub mod admin;
 pub mod affinity;
@@ -14,6 +16,7 @@ pub mod error_body;
 pub mod gateway;
 pub mod headers;
 pub mod health;
+pub mod http1;
 pub mod identity;
 pub mod metrics;
 pub mod origin;

@@ -45,14 +45,12 @@ use pingora::time::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorType, OkOrErr, Result};
 use tokio::io::AsyncWriteExt;
 
-use super::downstream_h1::{ClientConnection, ClientRequest, HandBack};
-use super::h1_framing::FramingFields;
-use super::idle_pool::{IdlePool, UpstreamConnection};
 use super::request_facts::RequestFacts;
-use super::upstream_h1::UpstreamResponse;
-use super::upstream_request::{BodyFraming, RequestFields};
 use super::{logging, request, response, upstream, Gateway, RequestCtx};
 use crate::config::Http1Engine;
+use crate::http1::client::{ClientConnection, ClientRequest, HandBack};
+use crate::http1::framing::FramingFields;
+use crate::http1::upstream::{BodyFraming, IdlePool, RequestFields, UpstreamConnection, UpstreamResponse};
 use crate::upstream::PreparedPeer;
 
 /// Request bodies with a `Content-Length` up to this size are read whole before the upstream
@@ -105,7 +103,7 @@ impl ServerApp for GatewayApp {
                 // An idle kept-alive connection is closed when the process starts to stop.
                 _ = shutdown.changed() => return None,
             };
-            let mut head = match read {
+            let head = match read {
                 Ok(Some(head)) => head,
                 Ok(None) => return None,
                 Err(e) => {
@@ -122,7 +120,8 @@ impl ServerApp for GatewayApp {
                 conn.refuse(405).await;
                 return None;
             }
-            let facts = head.take_facts();
+            let framing = *head.framing();
+            let facts = RequestFacts::of(&head.header().headers);
             let mut request = ClientRequest::new(conn, head, hand_back.clone());
             if *shutdown.borrow() || crate::drain::is_draining() {
                 // Answer what is in flight, then close: the process is stopping or draining.
@@ -136,7 +135,7 @@ impl ServerApp for GatewayApp {
                 }
                 None => session.insert(proxy_session(request)),
             };
-            self.serve(session, facts).await;
+            self.serve(session, facts, framing).await;
             next = hand_back.take();
         }
         None
@@ -183,12 +182,12 @@ impl Failure {
 impl GatewayApp {
     /// Serves one request. When the exchange completes cleanly (an error answered in full
     /// counts), the client session hands its connection back for the next request.
-    async fn serve(&self, session: &mut Session, facts: RequestFacts) {
+    async fn serve(&self, session: &mut Session, facts: RequestFacts, framing: FramingFields) {
         let mut ctx = self.gateway.new_ctx();
         ctx.facts = facts;
         let outcome = match request::route(&self.gateway, session, &mut ctx).await {
             Ok(true) => Ok(()),
-            Ok(false) => self.proxy(session, &mut ctx).await,
+            Ok(false) => self.proxy(session, &mut ctx, &framing).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -213,7 +212,7 @@ impl GatewayApp {
     }
 
     /// Sends the request upstream and the response downstream, retrying where that is safe.
-    async fn proxy(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn proxy(&self, session: &mut Session, ctx: &mut RequestCtx, fields: &FramingFields) -> Result<()> {
         // The gateway reads the body itself, so it tells a client waiting for permission to go
         // ahead (as nginx does); the expectation is not forwarded.
         if ctx.facts.expects_continue {
@@ -221,12 +220,12 @@ impl GatewayApp {
         }
         // A body read whole is kept once, here, for a resend and for error answers; a streamed
         // one keeps its start in Pingora's retry buffer for error answers.
-        let body = read_small_body(session, &ctx.facts.framing).await?;
+        let body = read_small_body(session, fields).await?;
         match &body {
             Some(body) => ctx.request_body = Some(body.clone()),
             None => session.as_downstream_mut().enable_retry_buffering(),
         }
-        let framing = body_framing(session.req_header(), &ctx.facts.framing, body.as_ref());
+        let framing = body_framing(session.req_header(), fields, body.as_ref());
         let mut attempts = 0;
         let mut fresh_on: Option<Arc<PreparedPeer>> = None;
         let connect_timeout = upstream::connect_timeout(ctx);
@@ -239,9 +238,9 @@ impl GatewayApp {
                 None => upstream::peer(ctx)?,
             };
             let connected = if fresh {
-                self.pool.connect(&peer, connect_timeout).await.map(|conn| (conn, false))
+                self.pool.connect(&peer.peer, connect_timeout).await.map(|conn| (conn, false))
             } else {
-                self.pool.get(&peer, connect_timeout).await
+                self.pool.get(&peer.peer, peer.reuse_hash, connect_timeout).await
             };
             let (conn, reused) = match connected {
                 Ok(connected) => connected,
@@ -528,6 +527,6 @@ async fn stream_body(
 /// Returns the upstream connection to the pool when its response was read to the end.
 fn release(pool: &IdlePool, upstream: UpstreamResponse, peer: &PreparedPeer) {
     if let Some(conn) = upstream.into_reusable() {
-        pool.put(conn, peer);
+        pool.put(conn, &peer.peer, peer.reuse_hash);
     }
 }

@@ -18,23 +18,15 @@
 //! logging                  logging.rs   metrics and one access-log line
 //! ```
 
-mod conn_timer;
 mod context;
-mod downstream_h1;
 mod driver;
 mod errors;
-#[cfg(test)]
-mod h1_differential;
-mod h1_framing;
-mod idle_pool;
 mod local;
 mod logging;
 mod request;
 mod request_facts;
 mod response;
 mod upstream;
-mod upstream_h1;
-mod upstream_request;
 
 use std::sync::Arc;
 

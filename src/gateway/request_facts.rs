@@ -1,20 +1,15 @@
-//! What the phases read from a client's header fields, gathered in one pass: the HTTP/1 parser
-//! feeds each field to [`RequestFacts::observe`] as it builds the header map, and a request from
-//! pingora-proxy (HTTP/2) is read with [`RequestFacts::of`]. Looking each one up by name instead
-//! cost about a hundred instructions a lookup, ten lookups a request.
+//! What the phases read from a client's header fields, gathered in one pass over the header map
+//! ([`RequestFacts::of`]) by each engine's door, whatever the protocol. Looking each one up by
+//! name instead cost about a hundred instructions a lookup, ten lookups a request.
 
 use std::sync::LazyLock;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 use memchr::memmem;
 
-use super::h1_framing::FramingFields;
-
 /// The fields of one client request the gateway decides by.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
-    /// `Content-Length`, `Transfer-Encoding` and `Connection`.
-    pub framing: FramingFields,
     /// The first `Host` value.
     pub host: Option<HeaderValue>,
     /// The first `Origin` value.
@@ -48,13 +43,9 @@ impl RequestFacts {
             static EVENT_STREAM: LazyLock<memmem::Finder<'static>> =
                 LazyLock::new(|| memmem::Finder::new(b"text/event-stream"));
             self.accepts_event_stream |= EVENT_STREAM.find(value.as_bytes()).is_some();
-        } else if name == header::EXPECT {
-            if !self.expect_seen {
-                self.expect_seen = true;
-                self.expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
-            }
-        } else {
-            self.framing.observe(name, value.as_bytes());
+        } else if name == header::EXPECT && !self.expect_seen {
+            self.expect_seen = true;
+            self.expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
         }
     }
 }
@@ -94,12 +85,5 @@ mod tests {
         assert!(facts(&[("expect", "100-Continue")]).expects_continue);
         assert!(!facts(&[("expect", "nothing"), ("expect", "100-continue")]).expects_continue);
         assert!(!facts(&[]).expects_continue);
-    }
-
-    #[test]
-    fn framing_fields_are_read_in_the_same_pass() {
-        let f = facts(&[("content-length", "47"), ("connection", "close")]);
-        assert_eq!(f.framing.content_length(), Ok(Some(47)));
-        assert!(!f.framing.keeps_alive(http::Version::HTTP_11));
     }
 }

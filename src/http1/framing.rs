@@ -214,6 +214,11 @@ fn split_up_to(buf: &mut BytesMut, left: u64) -> BytesMut {
     buf.split_to(take)
 }
 
+/// A `Content-Length` that is not a number, or two that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Content-Length")]
+pub struct InvalidLength;
+
 /// What the framing rules read from a message's header fields (RFC 9112 §6.3, §9.3), gathered in
 /// one pass: each parser feeds it the fields as it builds the header map, and a header map built
 /// elsewhere is read with [`FramingFields::of`]. (Looking each field up by name instead cost
@@ -222,7 +227,7 @@ fn split_up_to(buf: &mut BytesMut, left: u64) -> BytesMut {
 pub struct FramingFields {
     /// `Content-Length`: `None` when absent; an error when a value is not a number or two
     /// values differ (a list of equal values is one length, as RFC 9110 §8.6 allows).
-    content_length: Result<Option<u64>, ()>,
+    content_length: Result<Option<u64>, InvalidLength>,
     /// More than one `Content-Length` value was given (a list, or several fields).
     length_repeated: bool,
     transfer_encoding: bool,
@@ -311,14 +316,14 @@ impl FramingFields {
             self.content_length = match (self.content_length, decimal(item.trim_ascii())) {
                 (Ok(None), Some(parsed)) => Ok(Some(parsed)),
                 (Ok(Some(seen)), Some(parsed)) if seen == parsed => Ok(Some(seen)),
-                _ => Err(()),
+                _ => Err(InvalidLength),
             };
         }
     }
 
     /// The message's `Content-Length`: `None` when absent; an error when a value is not a
     /// number or two values differ.
-    pub fn content_length(&self) -> Result<Option<u64>, ()> {
+    pub fn content_length(&self) -> Result<Option<u64>, InvalidLength> {
         self.content_length
     }
 
@@ -389,7 +394,7 @@ mod tests {
         FramingFields::of(&headers)
     }
 
-    fn length_of(values: &[&str]) -> Result<Option<u64>, ()> {
+    fn length_of(values: &[&str]) -> Result<Option<u64>, InvalidLength> {
         fields_of(&values.iter().map(|v| (header::CONTENT_LENGTH, *v)).collect::<Vec<_>>()).content_length()
     }
 
@@ -405,9 +410,9 @@ mod tests {
     #[test]
     fn signs_spaces_inside_empty_items_overflow_and_differing_values_are_refused() {
         for bad in [&["+5"][..], &["-5"], &["5 5"], &["5,"], &[""], &["0x10"], &["5", "6"], &["5, 6"]] {
-            assert_eq!(length_of(bad), Err(()), "{bad:?}");
+            assert_eq!(length_of(bad), Err(InvalidLength), "{bad:?}");
         }
-        assert_eq!(length_of(&["18446744073709551616"]), Err(()));
+        assert_eq!(length_of(&["18446744073709551616"]), Err(InvalidLength));
     }
 
     #[test]

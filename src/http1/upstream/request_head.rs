@@ -1,5 +1,5 @@
-//! The head of an upstream HTTP/1 request, written straight from the fields the gateway decided
-//! on (`upstream::upstream_fields`) into the bytes that go on the wire. No header map is built:
+//! The head of an upstream HTTP/1 request, written straight from the name/value pairs its
+//! caller decided on into the bytes that go on the wire. No header map is built:
 //! the head is serialized once and never looked into, so a map's hashing, allocations and
 //! conversions would be spent for nothing (callgrind: about 3,000 instructions of a proxied
 //! request's ~33,000, load/results/perf-notes.md, round 8).
@@ -7,8 +7,6 @@
 use bytes::{BufMut, BytesMut};
 use http::{header, HeaderName, HeaderValue, Method, Uri};
 use smallvec::SmallVec;
-
-use crate::headers::HeaderSink;
 
 /// How the request body is framed upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,20 +19,22 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// The fields of an upstream request head in the order they were decided, lent by the client's
-/// request and the gateway's settings until the head is written.
+/// The fields of an upstream request head in the order they were decided, lent by whoever
+/// decided them until the head is written.
 #[derive(Default)]
 pub struct RequestFields<'a> {
     // Inline room for a typical MCP request's fields: no allocation.
     fields: SmallVec<[(&'a HeaderName, &'a HeaderValue); 16]>,
 }
 
-impl<'a> HeaderSink<'a> for RequestFields<'a> {
-    fn append(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+impl<'a> RequestFields<'a> {
+    /// Adds a field after those already there.
+    pub fn append(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
         self.fields.push((name, value));
     }
 
-    fn insert(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+    /// Sets a field: every earlier one of its name goes.
+    pub fn insert(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
         self.fields.retain(|(kept, _)| *kept != name);
         self.fields.push((name, value));
     }
@@ -43,7 +43,7 @@ impl<'a> HeaderSink<'a> for RequestFields<'a> {
 impl RequestFields<'_> {
     /// The request head for `method` and `target`, with room for `body_len` more bytes after it.
     /// The body's framing fields are written from `framing` (any the fields hold are left out),
-    /// and `Expect` is not forwarded: the gateway has answered it. `None` when the target has
+    /// and `Expect` is not forwarded: the engine has answered it. `None` when the target has
     /// no path or holds a byte a request line cannot carry.
     pub fn to_wire(
         &self,
@@ -86,7 +86,7 @@ impl RequestFields<'_> {
     }
 }
 
-/// The fields the request's own framing decides, and `Expect`, which stops at the gateway.
+/// The fields the request's own framing decides, and `Expect`, which stops at the engine.
 fn is_framing(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::EXPECT
 }

@@ -18,8 +18,8 @@ use pingora::{Error, ErrorType, Result};
 use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 
-use super::h1_framing::{Framing, FramingFields, TransferCoding};
-use super::idle_pool::UpstreamConnection;
+use super::pool::UpstreamConnection;
+use crate::http1::framing::{Framing, FramingFields, InvalidLength, TransferCoding};
 
 /// Most header lines accepted in one response head (Pingora's limit too).
 const MAX_HEADERS: usize = 256;
@@ -98,7 +98,7 @@ impl UpstreamResponse {
         // Also on a response that has no body (a 204, a 304, an answer to HEAD): the length
         // goes on to the client, who may read it.
         match framing.content_length() {
-            Err(()) => return Err(bad_head("invalid upstream Content-Length")),
+            Err(InvalidLength) => return Err(bad_head("invalid upstream Content-Length")),
             // A list of equal values is one length, and goes on as one value.
             Ok(Some(length)) if framing.length_repeated() => {
                 header.insert_header(header::CONTENT_LENGTH, length)?;
@@ -128,7 +128,7 @@ impl UpstreamResponse {
                     Framing::UntilClose
                 }
                 // RFC 9112 §6.3: a proxy answers 502 to a response whose framing is invalid.
-                Err(()) => return Err(bad_head("invalid upstream Content-Length")),
+                Err(InvalidLength) => return Err(bad_head("invalid upstream Content-Length")),
             }
         };
         Ok(header)

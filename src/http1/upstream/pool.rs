@@ -29,8 +29,9 @@ use pingora::Result;
 use rustc_hash::FxHashMap;
 use tokio::io::AsyncReadExt;
 
-use super::conn_timer::ConnectionTimer;
-use crate::upstream::PreparedPeer;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::http1::timer::ConnectionTimer;
 
 /// Most read-buffer room an idle connection keeps (a normal read reserves 16 KiB).
 const KEPT_READ_BUFFER: usize = 32 * 1024;
@@ -79,27 +80,25 @@ impl IdlePool {
     }
 
     /// An idle connection to `peer` if one is open, else a new one made within `timeout`;
-    /// `true` when reused.
+    /// `true` when reused. `reuse_hash` is the peer's `Peer::reuse_hash`, computed once by the
+    /// caller (hashing the peer per request cost more than the lookup).
     pub async fn get(
         &self,
-        peer: &PreparedPeer,
+        peer: &HttpPeer,
+        reuse_hash: u64,
         timeout: Option<Duration>,
     ) -> Result<(UpstreamConnection, bool)> {
-        match take(peer) {
+        match take(peer, reuse_hash) {
             Some(conn) => Ok((conn, true)),
             None => Ok((self.connect(peer, timeout).await?, false)),
         }
     }
 
     /// Always a new connection, made within `timeout`.
-    pub async fn connect(
-        &self,
-        peer: &PreparedPeer,
-        timeout: Option<Duration>,
-    ) -> Result<UpstreamConnection> {
-        // The prepared peer is shared and carries no timeouts: a new connection is rare enough
-        // to afford a copy with the server's.
-        let mut peer = peer.peer.clone();
+    pub async fn connect(&self, peer: &HttpPeer, timeout: Option<Duration>) -> Result<UpstreamConnection> {
+        // The caller's peer is shared and carries no timeouts: a new connection is rare enough
+        // to afford a copy with this one.
+        let mut peer = peer.clone();
         peer.options.connection_timeout = timeout;
         Ok(self.connector.new_stream(&peer).await?.into())
     }
@@ -107,7 +106,7 @@ impl IdlePool {
     /// Keeps `conn`, whose last exchange with `peer` ended cleanly, for the next request.
     /// Whether it is still open is checked when it is taken, not here: the upstream can close it
     /// at any time in between, so one check, at the last moment, is the one that counts.
-    pub fn put(&self, mut conn: UpstreamConnection, peer: &PreparedPeer) {
+    pub fn put(&self, mut conn: UpstreamConnection, peer: &HttpPeer, reuse_hash: u64) {
         if conn.buf.capacity() > KEPT_READ_BUFFER {
             // A large response head's room is not kept while the connection idles.
             conn.buf = BytesMut::new();
@@ -116,7 +115,7 @@ impl IdlePool {
         let now = Instant::now();
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let stack = idle.entry(peer.reuse_hash).or_default();
+            let stack = idle.entry(reuse_hash).or_default();
             while stack.len() >= self.max_idle
                 || stack.front().is_some_and(|oldest| now.duration_since(oldest.since) > limit)
             {
@@ -127,16 +126,16 @@ impl IdlePool {
     }
 }
 
-fn idle_timeout(peer: &PreparedPeer) -> Duration {
-    peer.peer.idle_timeout().unwrap_or(DEFAULT_IDLE_TIMEOUT)
+fn idle_timeout(peer: &HttpPeer) -> Duration {
+    peer.idle_timeout().unwrap_or(DEFAULT_IDLE_TIMEOUT)
 }
 
 /// The most recent open idle connection to `peer`; closed and expired ones are dropped.
-fn take(peer: &PreparedPeer) -> Option<UpstreamConnection> {
+fn take(peer: &HttpPeer, reuse_hash: u64) -> Option<UpstreamConnection> {
     let limit = idle_timeout(peer);
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let stack = idle.get_mut(&peer.reuse_hash)?;
+        let stack = idle.get_mut(&reuse_hash)?;
         while let Some(mut newest) = stack.pop_back() {
             if newest.since.elapsed() > limit {
                 // Everything below it is older still.
@@ -164,7 +163,6 @@ fn still_open(stream: &mut Stream) -> bool {
 mod tests {
     use super::*;
     use pingora::protocols::l4::stream::Stream as L4Stream;
-    use std::sync::Arc;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -175,8 +173,18 @@ mod tests {
         (Box::new(L4Stream::from(client)), server)
     }
 
-    fn peer() -> Arc<PreparedPeer> {
-        crate::upstream::Upstream::from_url("http://127.0.0.1:9", None, true).expect("an IP URL").peer()
+    fn peer() -> HttpPeer {
+        HttpPeer::new(std::net::SocketAddr::from(([127, 0, 0, 1], 9)), false, String::new())
+    }
+
+    fn put(pool: &IdlePool, conn: UpstreamConnection) {
+        let peer = peer();
+        pool.put(conn, &peer, peer.reuse_hash());
+    }
+
+    fn take_one() -> Option<UpstreamConnection> {
+        let peer = peer();
+        take(&peer, peer.reuse_hash())
     }
 
     #[tokio::test]
@@ -185,15 +193,15 @@ mod tests {
         let (first, _first_server) = connected_pair().await;
         let (second, second_server) = connected_pair().await;
         let first_id = first.id();
-        pool.put(first.into(), &peer());
-        pool.put(second.into(), &peer());
+        put(&pool, first.into());
+        put(&pool, second.into());
 
         // The upstream closes the newer one while it sits idle.
         drop(second_server);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let reused = take(&peer()).expect("the older, still open connection");
+        let reused = take_one().expect("the older, still open connection");
         assert_eq!(reused.stream.id(), first_id);
-        assert!(take(&peer()).is_none());
+        assert!(take_one().is_none());
     }
 
     #[tokio::test]
@@ -202,8 +210,8 @@ mod tests {
         let (stream, mut server) = connected_pair().await;
         server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        pool.put(stream.into(), &peer());
-        assert!(take(&peer()).is_none());
+        put(&pool, stream.into());
+        assert!(take_one().is_none());
     }
 
     #[tokio::test]
@@ -215,8 +223,8 @@ mod tests {
             servers.push(server);
             let mut conn = UpstreamConnection::from(stream);
             conn.buf.reserve(room);
-            pool.put(conn, &peer());
-            let taken = take(&peer()).expect("an open connection");
+            put(&pool, conn);
+            let taken = take_one().expect("an open connection");
             assert_eq!(taken.buf.capacity() >= room, kept);
         }
     }
@@ -228,10 +236,10 @@ mod tests {
         for _ in 0..3 {
             let (stream, server) = connected_pair().await;
             servers.push(server);
-            pool.put(stream.into(), &peer());
+            put(&pool, stream.into());
         }
-        assert!(take(&peer()).is_some());
-        assert!(take(&peer()).is_some());
-        assert!(take(&peer()).is_none());
+        assert!(take_one().is_some());
+        assert!(take_one().is_some());
+        assert!(take_one().is_none());
     }
 }

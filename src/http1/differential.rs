@@ -18,9 +18,8 @@ use pingora::protocols::http::v1::{
 };
 use proptest::prelude::*;
 
-use super::downstream_h1::{ClientConnection, ClientRequest, HandBack};
-use super::idle_pool::UpstreamConnection;
-use super::upstream_h1::UpstreamResponse;
+use super::client::{ClientConnection, ClientRequest, HandBack};
+use super::upstream::{UpstreamConnection, UpstreamResponse};
 
 /// What a parser made of a message: `None` when it refused it.
 #[derive(Debug, PartialEq, Eq)]
