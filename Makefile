@@ -18,8 +18,12 @@ lint: system-deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
+# Unit tests, benches and examples once; the integration suite (`--test '*'`) on every path:
+# HTTP/1 on the gateway's engine, HTTP/1 on pingora-proxy, HTTP/2 over TLS (tests/support/path.rs).
 unit: system-deps
 	cargo test --all-targets
+	PORTCULLIS_TEST_PATH=h1-pingora cargo test --test '*'
+	PORTCULLIS_TEST_PATH=h2 cargo test --test '*'
 
 bench-build: system-deps
 	cargo bench --no-run

@@ -10,11 +10,11 @@ use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use support::gateway::Gateway;
 use support::idp::{claims, sign, token, MockIdp, AUDIENCE};
+use support::post_jsonrpc;
 use support::token_endpoint::{form, MockTokenEndpoint, TokenMode};
 use support::upstream::{MockUpstream, Recorded, Reply};
-use support::{client, post_jsonrpc};
+use support::{plain_client, wait_for};
 
-const PATIENCE: Duration = Duration::from_secs(10);
 /// A client secret with every character that client authentication must encode.
 const AWKWARD_SECRET: &str = "s3:cr+t%20/x";
 
@@ -33,14 +33,6 @@ async fn post(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwes
 
 fn header(r: &Recorded, name: &str) -> Option<String> {
     r.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +209,8 @@ async fn tokens_are_renewed_ahead_of_expiry_and_never_used_after_it() {
         );
     }
     // Renewal happened before the old token ran out: no request waited on a cold cache after the first.
-    let misses = client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let misses =
+        plain_client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         misses.contains(r#"portcullis_token_cache_total{result="miss",source="gh/app_auth"} 1"#),
         "{misses}"
@@ -489,7 +482,7 @@ async fn no_secret_reaches_the_log_or_the_admin_config() {
         .status();
         assert_eq!(status, 200, "{path}");
     }
-    let config = client().get(gateway.admin_url("/config")).send().await.unwrap().text().await.unwrap();
+    let config = plain_client().get(gateway.admin_url("/config")).send().await.unwrap().text().await.unwrap();
     wait_for("five access lines", || gateway.log().matches("portcullis::access").count() >= 5).await;
     let log = gateway.log();
     let issued = ["service-token-1", "exchanged-2"];

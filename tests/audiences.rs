@@ -58,8 +58,14 @@ async fn a_token_issued_for_one_server_is_refused_by_another_even_once_cached() 
     assert_eq!(status(&gateway, "/search", &for_search_alias).await, 200);
     assert_eq!(status(&gateway, "/gh", &for_search_alias).await, 401);
     assert_eq!(upstream.requests().len(), 4);
-    let metrics =
-        support::client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = support::plain_client()
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains(
             r#"portcullis_auth_outcomes_total{mode="jwt",result="wrong_audience",server="search"} 2"#

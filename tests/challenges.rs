@@ -4,15 +4,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use serde_json::Value;
 use support::gateway::Gateway;
 use support::upstream::{MockUpstream, Reply};
+use support::wait_for;
 use support::{free_port, post_jsonrpc};
-
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Where the upstream's challenge sends a client: an authorization server only the upstream's
 /// own network knows.
@@ -57,14 +54,6 @@ async fn call(url: String) -> reqwest::Response {
         .send()
         .await
         .expect("send")
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Checks that `response` is the gateway's own `reason` error for call `c-7`, with nothing of

@@ -5,15 +5,13 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
 use support::gateway::Gateway;
 use support::upstream::{MockUpstream, Recorded, Reply, Step};
 use support::{client, post_jsonrpc};
-
-const PATIENCE: Duration = Duration::from_secs(10);
+use support::{plain_client, PATIENCE};
 
 /// A replica that issues session ids of its own on `initialize`, reports its health, streams on
 /// GET and speaks legacy SSE on `/sse`.
@@ -180,12 +178,12 @@ async fn health_checks_eject_and_readmit_a_replica() {
     ));
     let initializes = |r: &Replica| r.server.requests().iter().filter(|q| q.method == "POST").count();
     replicas[1].healthy.store(false, Ordering::SeqCst);
-    wait_for_metric(
+    support::metrics::wait_for(
         &gateway,
-        &format!(
+        &[&format!(
             "portcullis_upstream_healthy{{server=\"pool\",upstream=\"{}\"}} 0",
             replicas[1].server.url("/")
-        ),
+        )],
     )
     .await;
     let before = initializes(&replicas[1]);
@@ -193,34 +191,23 @@ async fn health_checks_eject_and_readmit_a_replica() {
         initialize(&gateway).await;
     }
     assert_eq!(initializes(&replicas[1]), before, "an ejected replica gets no new sessions");
-    let ready: Value = client().get(gateway.admin_url("/readyz")).send().await.unwrap().json().await.unwrap();
+    let ready: Value =
+        plain_client().get(gateway.admin_url("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["replicas"]["pool"][1]["healthy"], false, "{ready}");
 
     replicas[1].healthy.store(true, Ordering::SeqCst);
-    wait_for_metric(
+    support::metrics::wait_for(
         &gateway,
-        &format!(
+        &[&format!(
             "portcullis_upstream_healthy{{server=\"pool\",upstream=\"{}\"}} 1",
             replicas[1].server.url("/")
-        ),
+        )],
     )
     .await;
     for _ in 0..4 {
         initialize(&gateway).await;
     }
     assert!(initializes(&replicas[1]) > before, "a readmitted replica gets sessions again");
-}
-
-async fn wait_for_metric(gateway: &Gateway, line: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let metrics = client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if metrics.contains(line) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never saw {line}:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,7 @@ use support::client;
 use support::gateway::Gateway;
 use support::idp::{token, MockIdp, AUDIENCE};
 use support::upstream::{MockUpstream, Reply, Step};
-
-const PATIENCE: Duration = Duration::from_secs(10);
+use support::{plain_client, PATIENCE};
 
 fn servers(entries: &[(&str, &str)]) -> String {
     let mut yaml = String::from("agent_auth: {mode: none, allow_unauthenticated: true}\nservers:\n");
@@ -25,7 +24,14 @@ fn servers(entries: &[(&str, &str)]) -> String {
 /// Rewrites the config body (after the generated listen/admin header) in place.
 fn rewrite(gateway: &Gateway, body: &str) {
     let current = std::fs::read_to_string(gateway.config_path()).unwrap();
-    let header: String = current.lines().take(3).map(|l| format!("{l}\n")).collect();
+    let header: String = current
+        .lines()
+        .take_while(|l| {
+            l.starts_with(' ')
+                || ["listen:", "public_url:", "admin:", "http1_engine:"].iter().any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     let next = format!("{header}{body}");
     // Write to a temporary file and rename it over the config, as editors and deploy tools do.
     let tmp = gateway.config_path().with_extension("tmp");
@@ -53,12 +59,8 @@ async fn eventually_status(gateway: &Gateway, path: &str, expected: u16) {
     }
 }
 
-async fn metrics(gateway: &Gateway) -> String {
-    client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
 async fn admin_reload(gateway: &Gateway) -> (u16, Value) {
-    let response = client().post(gateway.admin_url("/reload")).send().await.unwrap();
+    let response = plain_client().post(gateway.admin_url("/reload")).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
@@ -83,14 +85,14 @@ async fn editing_the_file_applies_a_routing_change() {
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let gateway = Gateway::start(&servers(&[("a", &upstream.url("/mcp"))]));
     let before =
-        client().get(gateway.admin_url("/readyz")).send().await.unwrap().json::<Value>().await.unwrap();
+        plain_client().get(gateway.admin_url("/readyz")).send().await.unwrap().json::<Value>().await.unwrap();
     rewrite(&gateway, &servers(&[("b", &upstream.url("/mcp"))]));
     eventually_status(&gateway, "/b", 200).await;
     assert_eq!(status(&gateway, "/a").await, 404);
     let after =
-        client().get(gateway.admin_url("/readyz")).send().await.unwrap().json::<Value>().await.unwrap();
+        plain_client().get(gateway.admin_url("/readyz")).send().await.unwrap().json::<Value>().await.unwrap();
     assert_ne!(before["config_hash"], after["config_hash"]);
-    let m = metrics(&gateway).await;
+    let m = support::metrics::text(&gateway).await;
     assert!(m.contains(&format!("portcullis_config_info{{hash={}}} 1", after["config_hash"])), "{m}");
 }
 
@@ -105,7 +107,7 @@ async fn the_admin_endpoint_reloads_and_reports() {
     assert_eq!(status(&gateway, "/c").await, 200);
     let (code, body) = admin_reload(&gateway).await;
     assert_eq!((code, body["result"].as_str()), (200, Some("unchanged")));
-    assert_eq!(client().get(gateway.admin_url("/reload")).send().await.unwrap().status(), 405);
+    assert_eq!(plain_client().get(gateway.admin_url("/reload")).send().await.unwrap().status(), 405);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +122,9 @@ async fn an_invalid_file_keeps_the_running_config_and_is_counted() {
         "servers[0].path: invalid path \"nope\" (hint: a path looks like /github or /tools/search)"
     );
     assert_eq!(status(&gateway, "/a").await, 200, "the running config stays");
-    assert!(metrics(&gateway).await.contains("portcullis_config_reloads_total{result=\"error\"}"));
+    assert!(support::metrics::text(&gateway)
+        .await
+        .contains("portcullis_config_reloads_total{result=\"error\"}"));
     assert!(
         gateway.log().contains(
             "config reload failed, keeping the running config: error: servers[0].path: invalid path"
@@ -135,10 +139,8 @@ async fn a_listener_change_needs_an_upgrade_and_is_not_half_applied() {
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let gateway = Gateway::start(&servers(&[("a", &upstream.url("/mcp"))]));
     let current = std::fs::read_to_string(gateway.config_path()).unwrap();
-    let moved = current.replace(
-        &format!("127.0.0.1:{}\"]", gateway.port),
-        &format!("127.0.0.1:{}\"]", support::free_port()),
-    );
+    let moved = current
+        .replace(&format!("127.0.0.1:{}\"", gateway.port), &format!("127.0.0.1:{}\"", support::free_port()));
     let moved = format!("{moved}  - {{name: b, path: /b, upstream: \"{}\"}}\n", upstream.url("/mcp"));
     std::fs::write(gateway.config_path(), moved).unwrap();
     let (code, body) = admin_reload(&gateway).await;
@@ -203,7 +205,7 @@ async fn unchanged_identity_providers_keep_their_keys_across_a_reload() {
 
 /// Sum of every `portcullis_config_reloads_total` series.
 async fn reload_count(gateway: &Gateway) -> f64 {
-    metrics(gateway)
+    support::metrics::text(gateway)
         .await
         .lines()
         .filter(|l| l.starts_with("portcullis_config_reloads_total"))

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::{only_on, Path};
+
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -68,19 +70,11 @@ async fn assert_a_502_for_call_7(response: reqwest::Response) {
     assert!(body["error"]["code"].is_i64(), "{body}");
 }
 
-/// The counter's value for the series whose labels include every `label="value"` given.
-async fn metric(gateway: &Gateway, family: &str, labels: &[&str]) -> u64 {
-    let text =
-        client().get(gateway.admin_url("/metrics")).send().await.expect("metrics").text().await.unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{family}{{")))
-        .filter(|line| labels.iter().all(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_on_a_pooled_connection_that_closes_unanswered_is_a_502_and_sent_once() {
+    if only_on(&[Path::H1], "engine test: the gateway's HTTP/1 upstream pool and its resend rule") {
+        return;
+    }
     let (upstream, received) = upstream_that_hangs_up_after(1).await;
     let gateway = Gateway::start(&one_server(&upstream));
     let client = client();
@@ -94,12 +88,18 @@ async fn a_post_on_a_pooled_connection_that_closes_unanswered_is_a_502_and_sent_
         [0],
         "the tool call went upstream once, on the pooled connection"
     );
-    assert_eq!(metric(&gateway, "portcullis_upstream_errors_total", &[r#"kind="closed""#]).await, 1);
-    assert_eq!(metric(&gateway, "portcullis_upstream_retries_total", &[]).await, 0);
+    assert_eq!(
+        support::metrics::sum(&gateway, "portcullis_upstream_errors_total", &[r#"kind="closed""#]).await,
+        1
+    );
+    assert_eq!(support::metrics::sum(&gateway, "portcullis_upstream_retries_total", &[]).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_on_a_fresh_connection_that_closes_unanswered_is_a_502_and_sent_once() {
+    if only_on(&[Path::H1], "engine test: the gateway's HTTP/1 upstream pool and its resend rule") {
+        return;
+    }
     let (upstream, received) = upstream_that_hangs_up_after(0).await;
     let gateway = Gateway::start(&one_server(&upstream));
     let response =
@@ -110,6 +110,9 @@ async fn a_post_on_a_fresh_connection_that_closes_unanswered_is_a_502_and_sent_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_post_on_a_pooled_connection_that_closes_unanswered_is_a_502_and_sent_once() {
+    if only_on(&[Path::H1], "engine test: the gateway's HTTP/1 upstream pool and its resend rule") {
+        return;
+    }
     let (upstream, received) = upstream_that_hangs_up_after(1).await;
     let gateway = Gateway::start(&one_server(&upstream));
     let client = client();
@@ -131,6 +134,9 @@ async fn a_streamed_post_on_a_pooled_connection_that_closes_unanswered_is_a_502_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_on_a_pooled_connection_that_closes_unanswered_is_resent_on_a_new_one() {
+    if only_on(&[Path::H1], "engine test: the gateway's HTTP/1 upstream pool and its resend rule") {
+        return;
+    }
     let (upstream, received) = upstream_that_hangs_up_after(1).await;
     let gateway = Gateway::start(&one_server(&upstream));
     let client = client();
@@ -141,7 +147,7 @@ async fn a_get_on_a_pooled_connection_that_closes_unanswered_is_resent_on_a_new_
     assert_eq!(response.status(), 200, "an idempotent request may go again");
     assert_eq!(copies_of(&received, "GET /mcp"), [0, 1], "once on the pooled connection, once on a new one");
     assert_eq!(
-        metric(
+        support::metrics::sum(
             &gateway,
             "portcullis_upstream_retries_total",
             &[r#"reason="idempotent_resend""#, r#"server="gh""#]

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::free_port;
+use super::path::{base_url, listener_yaml};
 
 /// A running gateway; killed (by its own process id) when dropped.
 pub struct Gateway {
@@ -47,9 +48,7 @@ impl Gateway {
             } else {
                 "agent_auth: {mode: none, allow_unauthenticated: true}\n"
             };
-        let yaml = format!(
-            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\n{default_auth}{servers_yaml}"
-        );
+        let yaml = format!("{}{default_auth}{servers_yaml}", listener_yaml(port, admin_port));
         Self::start_with_config(&yaml, port, admin_port, &[])
     }
 
@@ -57,13 +56,12 @@ impl Gateway {
     pub fn start_with_env(servers_yaml: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let admin_port = free_port();
-        let yaml = format!(
-            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\n{servers_yaml}"
-        );
+        let yaml = format!("{}{servers_yaml}", listener_yaml(port, admin_port));
         Self::start_with_config(&yaml, port, admin_port, env)
     }
 
-    /// Starts a gateway on a complete config text; `port` and `admin_port` must match it.
+    /// Starts a gateway on a complete config text; `port` and `admin_port` must match it. The
+    /// text decides the listener, whatever the current test path.
     pub fn start_with_config(yaml: &str, port: u16, admin_port: u16, env: &[(&str, &str)]) -> Self {
         Self::spawn(yaml, port, admin_port, env, None)
     }
@@ -74,7 +72,8 @@ impl Gateway {
         let port = free_port();
         let admin_port = free_port();
         let yaml = format!(
-            "listen: [\"127.0.0.1:{port}\"]\npublic_url: http://127.0.0.1:{port}\nadmin: {{listen: \"127.0.0.1:{admin_port}\"}}\nagent_auth: {{mode: none, allow_unauthenticated: true}}\n{servers_yaml}"
+            "{}agent_auth: {{mode: none, allow_unauthenticated: true}}\n{servers_yaml}",
+            listener_yaml(port, admin_port)
         );
         Self::spawn(&yaml, port, admin_port, &[], Some(pingora_yaml))
     }
@@ -118,9 +117,10 @@ impl Gateway {
         }
     }
 
-    /// `http://127.0.0.1:<port><path>`.
+    /// The gateway's URL for `path` on the current test path: `http://127.0.0.1:<port><path>`,
+    /// or `https://localhost:<port><path>` on h2 (it is also the config's `public_url`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}{path}", base_url(self.port))
     }
 
     /// `http://127.0.0.1:<admin_port><path>`.
