@@ -165,3 +165,24 @@ async fn over_http2_the_gateway_answers_for_the_upstream_too() {
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_gateways_own(response, "upstream_requires_credentials", "over HTTP/2").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_on_any_other_upstream_answer_stays_behind_unless_the_credential_was_the_callers() {
+    let upstream = challenging_upstream().await;
+    let gateway =
+        Gateway::start(&servers(&upstream, &[("none", ""), ("own", "    app_auth: {type: one_time}\n")]));
+    for status in [200, 400, 500] {
+        let response = call(gateway.url(&format!("/none/{status}"))).await;
+        assert_eq!(response.status(), status, "the upstream's own answer passes through");
+        assert!(
+            response.headers().get("www-authenticate").is_none(),
+            "{status}: the upstream's challenge leaked"
+        );
+    }
+    let response = call(gateway.url("/own/400")).await;
+    assert_eq!(response.status(), 400);
+    assert!(
+        response.headers().get("www-authenticate").is_some(),
+        "the caller's own credential's challenge is theirs"
+    );
+}

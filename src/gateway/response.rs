@@ -55,6 +55,11 @@ pub fn headers(session: &Session, response: &mut ResponseHeader, ctx: &mut Reque
         replace_challenge(session, response, ctx, error);
         return;
     }
+    // A challenge on any other answer (a 400 with `error="invalid_request"`, RFC 6750 §3.1) is
+    // about the upstream's credential too: it stays behind unless that was the client's own.
+    if response.headers.contains_key(http::header::WWW_AUTHENTICATE) && !callers_own_credential(ctx) {
+        response.remove_header(&http::header::WWW_AUTHENTICATE);
+    }
     wrap_session_id(response, ctx);
     let is_event_stream = response
         .headers
@@ -101,10 +106,10 @@ fn answer_for_the_upstream(response: &ResponseHeader, ctx: &RequestCtx) -> Optio
     if status != http::StatusCode::UNAUTHORIZED && status != http::StatusCode::FORBIDDEN {
         return None;
     }
-    let outbound = &ctx.server()?.outbound;
-    if matches!(outbound.app_auth, Some(AppAuth::Passthrough | AppAuth::OneTime)) {
+    if callers_own_credential(ctx) {
         return None;
     }
+    let outbound = &ctx.server()?.outbound;
     let challenged = response.headers.contains_key(http::header::WWW_AUTHENTICATE);
     let gateway_credential = ctx.credentials.as_ref().is_some_and(|c| c.injected)
         || matches!(outbound.app_auth, Some(AppAuth::Query { .. }));
@@ -113,6 +118,12 @@ fn answer_for_the_upstream(response: &ResponseHeader, ctx: &RequestCtx) -> Optio
         (false, _) if challenged => Some(GatewayError::UpstreamRequiresCredentials),
         _ => None,
     }
+}
+
+/// True when the credential that went upstream was the client's own (`app_auth: passthrough`
+/// or `one_time`): then the upstream's challenge is the client's to read.
+fn callers_own_credential(ctx: &RequestCtx) -> bool {
+    ctx.server().is_some_and(|s| matches!(s.outbound.app_auth, Some(AppAuth::Passthrough | AppAuth::OneTime)))
 }
 
 /// Answers for the upstream: a 401 to the gateway's credential drops its cached tokens, so the
