@@ -128,21 +128,38 @@ async fn upstream_answering_first_with(first: &'static str) -> (String, Arc<Mute
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_responses_that_could_be_read_two_ways_are_a_502_and_their_connection_is_dropped() {
+async fn upstream_chunk_lines_that_could_be_read_two_ways_are_a_502_and_their_connection_is_dropped() {
     if only_on(&[Path::H1], "engine test: the gateway's own HTTP/1 framing, from raw bytes") {
         return;
     }
     let chunked = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
-    for response in [
+    assert_each_is_a_502_on_a_connection_dropped(&[
+        &format!("{chunked}\r\n\r\n"),
+        &format!("{chunked};ext\r\n\r\n"),
+        &format!("{chunked}2\n{{}}\r\n0\r\n\r\n"),
+        &format!("{chunked}2\r\n{{}}\r\n0\r\nno colon\r\n\r\n"),
+    ])
+    .await;
+}
+
+/// Header fields that frame a response two ways are refused on every path: pingora-proxy's door
+/// checks them too, where Pingora's own HTTP/1 client reads the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_framing_fields_that_could_be_read_two_ways_are_a_502_on_every_path() {
+    assert_each_is_a_502_on_a_connection_dropped(&[
         "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
         "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
         "HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\n{}",
-        &*format!("{chunked}\r\n\r\n").leak(),
-        &*format!("{chunked};ext\r\n\r\n").leak(),
-        &*format!("{chunked}2\n{{}}\r\n0\r\n\r\n").leak(),
-        &*format!("{chunked}2\r\n{{}}\r\n0\r\nno colon\r\n\r\n").leak(),
-    ] {
-        let response: &'static str = response.to_owned().leak();
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+    ])
+    .await;
+}
+
+/// Each of `responses`, as an upstream's first answer, is a 502, and the next request goes on a
+/// new upstream connection.
+async fn assert_each_is_a_502_on_a_connection_dropped(responses: &[&str]) {
+    for response in responses {
+        let response: &'static str = response.to_string().leak();
         let (url, connections) = upstream_answering_first_with(response).await;
         let gateway = Gateway::start(&one_server(&url));
         let client = support::client();

@@ -36,7 +36,9 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, Result, RetryType};
+use pingora::{Error, ErrorType, Result, RetryType};
+
+use crate::http1::framing::{FramingFields, TransferCoding};
 
 pub use context::RequestCtx;
 pub use driver::{GatewayApp, BUFFERED_BODY_LIMIT};
@@ -142,6 +144,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        refuse_ambiguous_framing(upstream_response)?;
         response::headers(session, upstream_response, ctx);
         Ok(())
     }
@@ -173,4 +176,25 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         logging::finish(session, e, ctx);
     }
+}
+
+/// On pingora-proxy's path, Pingora's HTTP/1 client reads the upstream's framing leniently (the
+/// last `Transfer-Encoding` field wins, a `Content-Length` list is read until the close): the
+/// fields the gateway's own engine refuses are refused here too, a 502 whose upstream connection
+/// is not reused, and a list of equal lengths goes on as one value. (The chunk lines themselves
+/// are Pingora's to read on this path.)
+fn refuse_ambiguous_framing(response: &mut ResponseHeader) -> Result<()> {
+    let framing = FramingFields::of(&response.headers);
+    let length = framing.content_length();
+    if framing.transfer_coding() == TransferCoding::Ambiguous || length.is_err() {
+        return Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "upstream framing that could be read two ways",
+        )
+        .into_up());
+    }
+    if let (true, Ok(Some(length))) = (framing.length_repeated(), length) {
+        response.insert_header(http::header::CONTENT_LENGTH, length)?;
+    }
+    Ok(())
 }
