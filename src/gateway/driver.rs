@@ -20,10 +20,10 @@
 //!   upstream stream too.
 //!
 //! Both sides of the wire are the gateway's own, each a fraction of the cost of Pingora's
-//! session: the client side is `downstream_h1.rs` (httparse, RFC 9112 framing and its smuggling
+//! session: the client side is `http1/client/` (httparse, RFC 9112 framing and its smuggling
 //! rules, responses serialized into one write), seen by the phases through Pingora's `Session`
 //! as a custom HTTP session; the upstream request is written from the header the phase built,
-//! and the response read by `upstream_h1.rs`.
+//! and the response read by `http1/upstream/response.rs`.
 //!
 //! HTTP/2 connections (TLS listeners offer h2 by ALPN) go to pingora-proxy's `HttpProxy` with the
 //! same gateway; both paths run the same phase code.

@@ -2,8 +2,8 @@
 //! it reads the request context and calls the modules that do the work. Every `ProxyHttp`
 //! method below is one call into its phase's file. `driver.rs` runs the phases for HTTP/1
 //! connections by calling those same functions directly (sparing `async_trait`'s boxed future
-//! per phase per request), with `upstream_request.rs` writing the upstream request head
-//! straight from the fields `upstream.rs` decides and `upstream_h1.rs` reading the upstream's
+//! per phase per request), with `http1/upstream/request_head.rs` writing the upstream request head
+//! straight from the fields `upstream.rs` decides and `http1/upstream/response.rs` reading the upstream's
 //! responses (pingora-proxy's `HttpProxy` runs them through the trait for HTTP/2).
 //!
 //! ```text
@@ -50,7 +50,7 @@ pub const LEGACY_SESSION_PARAM: &str = "sessionId";
 
 use crate::registry::Registry;
 
-/// The gateway: the live registry and the metrics every phase reports to.
+/// The gateway: the live registry every phase reads (one snapshot per request).
 pub struct Gateway {
     registry: Arc<ArcSwap<Registry>>,
 }

@@ -3,7 +3,7 @@
 //! bodies, and upstream responses, each then mutated byte by byte. Whenever Pingora rejects a
 //! message, the gateway must reject it too; whenever both accept it, they must agree on what it
 //! says (method, target, header fields and body bytes; status for responses). The gateway may
-//! reject more (it is stricter on purpose: see `h1_framing.rs`).
+//! reject more (it is stricter on purpose: see `http1/framing.rs`).
 //!
 //! `PROPTEST_CASES` sets the number of cases per property (default 2,000, a few seconds).
 

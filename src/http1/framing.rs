@@ -1,5 +1,5 @@
 //! HTTP/1 message-body framing (RFC 9112 §6–7), shared by both sides of the driver: the client's
-//! request bodies (`downstream_h1.rs`) and the upstream's response bodies (`upstream_h1.rs`). The
+//! request bodies (`http1/client/`) and the upstream's response bodies (`http1/upstream/response.rs`). The
 //! decoder works on a buffer its owner fills; the owner decides what a short read or a framing
 //! error means on its side (a 400 to the client, a 502 for the upstream).
 

@@ -175,7 +175,7 @@ impl UpstreamResponse {
     /// One read of the socket into the buffer, within the read timeout; 0 when the upstream closed.
     ///
     /// The timeout is the connection's own Tokio timer, moved later for each read
-    /// (`conn_timer.rs`): a fresh Tokio timer per read would often wake the runtime through its
+    /// (`http1/timer.rs`): a fresh Tokio timer per read would often wake the runtime through its
     /// eventfd, a `write` system call per request (perf-notes, round 5), and Pingora's fast
     /// timeout costs a registration per read.
     async fn fill(&mut self) -> Result<usize> {
